@@ -1,0 +1,1 @@
+"""Activities: the engine's only contact with the world (messages, work queues, documents)."""

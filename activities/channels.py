@@ -1,0 +1,162 @@
+"""The collection activities: send messages, issue documents, put work on queues.
+
+Every method takes one typed request carrying an idempotency key and writes
+its effect under that key exactly once, so a retried activity never contacts
+a borrower twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from decimal import Decimal
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import formatdate
+
+import structlog
+from temporalio import activity
+
+from activities.models import (
+    CaseFacts, ContactReceipt, ContactRequest, VisitPlanned, VisitRequest, WorkItem, WorkItemRequest,
+)
+from activities.outbox import FileOutbox, safe_name
+from activities.templates import TemplateBook
+from domain.loan import Loan
+from domain.money import format_money
+
+log = structlog.get_logger("arrears.activities")
+
+
+@dataclass(frozen=True)
+class Sender:
+    """Who the borrower hears from."""
+
+    lender: str
+    contact_point: str
+    email_from: str
+
+
+def _message_id(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def _values(loan: Loan, facts: CaseFacts, sender: Sender) -> dict[str, str]:
+    money = {
+        "amount_past_due": format_money(Decimal(facts.amount_past_due), loan.currency),
+        "outstanding": format_money(Decimal(facts.outstanding), loan.currency),
+    }
+    if facts.promise_amount is not None:
+        money["promise_amount"] = format_money(Decimal(facts.promise_amount), loan.currency)
+    return {
+        "lender": sender.lender,
+        "contact_point": sender.contact_point,
+        "product": loan.product.replace("_", " "),
+        "loan_tail": loan.loan_id[-4:],
+        "days_past_due": str(facts.days_past_due),
+        "promise_due_date": facts.promise_due_date or "",
+        "response_days": str(facts.response_days or 15),
+        "today": datetime.now(UTC).date().isoformat(),
+        "promise_amount": "",
+        **money,
+    }
+
+
+class CollectionActivities:
+    """Channel adapters behind activities; the worker injects the outbox, templates and sender."""
+
+    def __init__(self, outbox: FileOutbox, templates: TemplateBook, sender: Sender, field_agents: list[str]) -> None:
+        self.outbox = outbox
+        self.templates = templates
+        self.sender = sender
+        self.field_agents = field_agents
+
+    def _logged(self, event: str, key: str, loan: Loan, created: bool, **extra: object) -> None:
+        # Loan id and key only: borrower names, phones and addresses never go into logs.
+        log.info(event, loan_id=loan.loan_id, idempotency_key=key, duplicate=not created, **extra)
+
+    @activity.defn(name="send_sms")
+    async def send_sms(self, request: ContactRequest) -> ContactReceipt:
+        text = self.templates.render(request.template, request.loan.jurisdiction,
+                                     _values(request.loan, request.facts, self.sender))
+        message_id = _message_id(request.idempotency_key)
+        record = {"message_id": message_id, "to": request.loan.phone, "template": request.template,
+                  "body": text.body, "loan_id": request.loan.loan_id, "idempotency_key": request.idempotency_key}
+        path, created = self.outbox.write_once("outbox/sms", request.idempotency_key, ".json",
+                                               json.dumps(record, ensure_ascii=False, indent=2).encode())
+        self._logged("sms_sent", request.idempotency_key, request.loan, created, template=request.template)
+        return ContactReceipt(idempotency_key=request.idempotency_key, channel="sms", message_id=message_id,
+                              location=str(path))
+
+    @activity.defn(name="send_email")
+    async def send_email(self, request: ContactRequest) -> ContactReceipt:
+        text = self.templates.render(request.template, request.loan.jurisdiction,
+                                     _values(request.loan, request.facts, self.sender))
+        message_id = _message_id(request.idempotency_key)
+        message = EmailMessage()
+        message["From"] = self.sender.email_from
+        message["To"] = request.loan.email
+        message["Subject"] = text.subject or f"{self.sender.lender}: your account"
+        message["Date"] = formatdate(usegmt=True)
+        message["Message-ID"] = f"<{message_id}@arrears>"
+        message["X-Arrears-Idempotency-Key"] = request.idempotency_key
+        message.set_content(text.body)
+        path, created = self.outbox.write_once("outbox/email", request.idempotency_key, ".eml", bytes(message))
+        self._logged("email_sent", request.idempotency_key, request.loan, created, template=request.template)
+        return ContactReceipt(idempotency_key=request.idempotency_key, channel="email", message_id=message_id,
+                              location=str(path))
+
+    @activity.defn(name="issue_letter")
+    async def issue_letter(self, request: ContactRequest) -> ContactReceipt:
+        text = self.templates.render(request.template, request.loan.jurisdiction,
+                                     _values(request.loan, request.facts, self.sender))
+        header = f"To: {request.loan.borrower_name}\n{request.loan.address}\n\n"
+        title = f"{text.subject}\n\n" if text.subject else ""
+        path, created = self.outbox.write_once("letters", request.idempotency_key, ".txt",
+                                               (header + title + text.body).encode("utf-8"))
+        self._logged("letter_issued", request.idempotency_key, request.loan, created, template=request.template)
+        return ContactReceipt(idempotency_key=request.idempotency_key, channel="letter",
+                              message_id=_message_id(request.idempotency_key), location=str(path),
+                              sha256=self.outbox.digest(path))
+
+    def _queue(self, queue: str, request: WorkItemRequest, **fields: object) -> WorkItem:
+        item_id = safe_name(request.idempotency_key)
+        item = {"item_id": item_id, "queue": queue, "loan_id": request.loan.loan_id,
+                "jurisdiction": request.loan.jurisdiction, "note": request.note,
+                "facts": request.facts.model_dump(mode="json"), **fields}
+        path, created = self.outbox.write_once(f"queues/{queue}", request.idempotency_key, ".json",
+                                               json.dumps(item, ensure_ascii=False, indent=2, default=str).encode())
+        self._logged("work_item_queued", request.idempotency_key, request.loan, created, queue=queue)
+        return WorkItem(item_id=item_id, queue=queue, location=str(path))
+
+    @activity.defn(name="create_call_task")
+    async def create_call_task(self, request: WorkItemRequest) -> WorkItem:
+        return self._queue("calls", request, phone=request.loan.phone, timezone=request.loan.timezone,
+                           assigned_agent=request.facts.agent)
+
+    @activity.defn(name="hand_off_to_legal")
+    async def hand_off_to_legal(self, request: WorkItemRequest) -> WorkItem:
+        return self._queue("legal", request, borrower_name=request.loan.borrower_name,
+                           address=request.loan.address, currency=request.loan.currency)
+
+    @activity.defn(name="flag_overdue_visit")
+    async def flag_overdue_visit(self, request: WorkItemRequest) -> WorkItem:
+        return self._queue("supervisor", request)
+
+    @activity.defn(name="plan_field_visit")
+    async def plan_field_visit(self, request: VisitRequest) -> VisitPlanned:
+        # Spread visits over the field team deterministically, so a retry assigns the same people.
+        start = int(hashlib.sha256(request.idempotency_key.encode()).hexdigest(), 16) % len(self.field_agents)
+        agents = [self.field_agents[(start + i) % len(self.field_agents)] for i in range(request.staff)]
+        item = self._queue("visits", WorkItemRequest(idempotency_key=request.idempotency_key, loan=request.loan,
+                                                     facts=request.facts),
+                           address=request.loan.address, timezone=request.loan.timezone, agents=agents,
+                           attempt=request.attempt, scheduled_for=request.scheduled_for.isoformat(),
+                           report_due=request.report_due.isoformat())
+        return VisitPlanned(visit_id=item.item_id, agents=agents, scheduled_for=request.scheduled_for,
+                            location=item.location)
+
+    def all(self) -> list:
+        return [self.send_sms, self.send_email, self.issue_letter, self.create_call_task,
+                self.hand_off_to_legal, self.flag_overdue_visit, self.plan_field_visit]

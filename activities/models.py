@@ -1,0 +1,71 @@
+"""One typed input and one typed result per activity, so fields can be added without breaking callers."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel
+
+from domain.loan import Loan
+
+
+class CaseFacts(BaseModel):
+    """What a message or document may quote about the case, as of the moment it is sent."""
+
+    stage: str
+    days_past_due: int
+    amount_past_due: str
+    outstanding: str
+    promise_amount: str | None = None
+    promise_due_date: str | None = None
+    response_days: int | None = None
+    agent: str | None = None
+
+
+class ContactRequest(BaseModel):
+    """Send one message or document to the borrower (SMS, e-mail, letter)."""
+
+    idempotency_key: str
+    loan: Loan
+    template: str
+    facts: CaseFacts
+
+
+class ContactReceipt(BaseModel):
+    idempotency_key: str
+    channel: str
+    message_id: str
+    location: str
+    sha256: str | None = None
+
+
+class WorkItemRequest(BaseModel):
+    """Put a piece of work on a queue for people: a call task, a legal hand-off, an overdue-visit alert."""
+
+    idempotency_key: str
+    loan: Loan
+    facts: CaseFacts
+    note: str | None = None
+
+
+class WorkItem(BaseModel):
+    item_id: str
+    queue: str
+    location: str
+
+
+class VisitRequest(BaseModel):
+    idempotency_key: str
+    loan: Loan
+    facts: CaseFacts
+    attempt: int
+    staff: int
+    scheduled_for: datetime
+    report_due: datetime
+
+
+class VisitPlanned(BaseModel):
+    visit_id: str
+    agents: list[str]
+    scheduled_for: datetime
+    location: str

@@ -1,0 +1,212 @@
+"""The state of one collection case and the time-driven rules that change it.
+
+``CaseState`` is everything a case knows; it is carried whole across
+continue-as-new. The functions here mutate it given ``now`` and never read a clock.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from domain.loan import Loan
+from domain.stages import Channel, Outcome, Stage
+from domain.strategy import Strategy
+
+HoldKind = Literal["dispute", "hardship", "operator", "promise"]
+# Which hold a supervisor sees as *the* reason when several apply at once.
+_HOLD_PRIORITY: tuple[HoldKind, ...] = ("dispute", "hardship", "operator", "promise")
+MAX_EVENTS = 500
+
+
+class Hold(BaseModel):
+    kind: HoldKind
+    reason: str
+    since: datetime
+    until: datetime | None = None
+
+
+class PromiseToPay(BaseModel):
+    amount: Decimal
+    due_date: date
+    made_at: datetime
+    deadline: datetime
+    agent: str | None = None
+    channel: str | None = None
+    paid: Decimal = Decimal(0)
+    state: Literal["pending", "kept", "broken"] = "pending"
+    reminded: bool = False
+
+
+class CallTask(BaseModel):
+    task_id: str
+    created_at: datetime
+    outcome: str | None = None
+    followed_up: bool = False
+
+
+class FieldVisit(BaseModel):
+    visit_id: str
+    started_at: datetime
+    treatment_key: str
+    state: Literal["in_progress", "completed", "cancelled"] = "in_progress"
+    outcome: str | None = None
+    # Reports received by the case and not yet passed on to the visit's child workflow.
+    unforwarded_reports: list[dict[str, Any]] = []
+
+
+class CaseEvent(BaseModel):
+    at: datetime
+    kind: str
+    status: Literal["accepted", "rejected", "duplicate", "sent", "blocked", "info"]
+    reason: str | None = None
+    detail: dict[str, Any] = {}
+
+
+class CaseState(BaseModel):
+    loan_id: str
+    currency: str
+    stage: Stage
+    stage_entered_at: datetime
+    # The stage clock: dwell and treatment offsets count only time not on hold.
+    clock_used: timedelta = timedelta(0)
+    clock_since: datetime | None = None
+    skip: list[Stage] = []
+    intake_at: datetime
+    dpd_at_intake: int
+    amount_past_due: Decimal
+    outstanding: Decimal
+    paid_total: Decimal = Decimal(0)
+    payment_refs: list[str] = []
+    holds: list[Hold] = []
+    promise: PromiseToPay | None = None
+    promises_kept: int = 0
+    promises_broken: int = 0
+    ceased: list[Channel] = []
+    phone_invalid: bool = False
+    agent: str | None = None
+    done: list[str] = []
+    calls: list[CallTask] = []
+    visit: FieldVisit | None = None
+    exit_requested: str | None = None
+    outcome: Outcome | None = None
+    close_note: str | None = None
+    seq: int = 0
+    events: list[CaseEvent] = []
+    events_dropped: int = 0
+
+    # -- reading -------------------------------------------------------------
+    @property
+    def paused(self) -> bool:
+        return bool(self.holds)
+
+    @property
+    def pause_reason(self) -> str | None:
+        for kind in _HOLD_PRIORITY:
+            for hold in self.holds:
+                if hold.kind == kind:
+                    return f"{kind}: {hold.reason}"
+        return None
+
+    def hold(self, kind: HoldKind) -> Hold | None:
+        return next((h for h in self.holds if h.kind == kind), None)
+
+    def stage_clock(self, now: datetime) -> timedelta:
+        running = now - self.clock_since if self.clock_since is not None else timedelta(0)
+        return self.clock_used + running
+
+    def days_past_due(self, now: datetime) -> int:
+        """Days past due advance with calendar time until the arrears are cleared."""
+        if self.amount_past_due == 0:
+            return 0
+        return self.dpd_at_intake + max(0, (now.date() - self.intake_at.date()).days)
+
+    # -- changing ------------------------------------------------------------
+    def record(self, now: datetime, kind: str, status: str, reason: str | None = None, **detail: Any) -> None:
+        self.events.append(CaseEvent(at=now, kind=kind, status=status, reason=reason, detail=detail))
+        if len(self.events) > MAX_EVENTS:
+            overflow = len(self.events) - MAX_EVENTS
+            del self.events[:overflow]
+            self.events_dropped += overflow
+
+    def sync_clock(self, now: datetime) -> None:
+        """Stop the stage clock while any hold applies, restart it when none does."""
+        if self.paused and self.clock_since is not None:
+            self.clock_used += now - self.clock_since
+            self.clock_since = None
+        elif not self.paused and self.clock_since is None:
+            self.clock_since = now
+
+    def put_on_hold(self, hold: Hold, now: datetime) -> None:
+        self.holds = [h for h in self.holds if h.kind != hold.kind] + [hold]
+        self.sync_clock(now)
+
+    def release_hold(self, kind: HoldKind, now: datetime) -> None:
+        self.holds = [h for h in self.holds if h.kind != kind]
+        self.sync_clock(now)
+
+    def next_key(self, stage: Stage, action: str) -> str:
+        """An idempotency key from the loan, the action and its sequence number.
+
+        Not the run id: that changes at continue-as-new, the sequence does not.
+        """
+        self.seq += 1
+        return f"{self.loan_id}/{self.seq:05d}/{stage.value}/{action}"
+
+    def enter_stage(self, stage: Stage, now: datetime, why: str) -> None:
+        while stage in self.skip and stage.following() is not None:
+            self.record(now, "stage_skipped", "info", reason="segment skips it", stage=stage.value)
+            stage = stage.following()  # type: ignore[assignment]
+        previous = self.stage
+        self.stage = stage
+        self.stage_entered_at = now
+        self.clock_used = timedelta(0)
+        self.clock_since = None
+        self.done = []
+        self.calls = []
+        self.exit_requested = None
+        self.sync_clock(now)
+        self.record(now, "stage_entered", "info", reason=why, stage=stage.value, previous=previous.value)
+
+    def close(self, outcome: Outcome, note: str, now: datetime) -> None:
+        self.outcome = outcome
+        self.close_note = note
+        self.record(now, "case_closed", "info", reason=note, outcome=outcome.value)
+
+
+def open_case(loan: Loan, strategy: Strategy, now: datetime) -> CaseState:
+    stage, skip = strategy.entry(loan)
+    case = CaseState(
+        loan_id=loan.loan_id, currency=loan.currency, stage=stage, stage_entered_at=now,
+        skip=sorted(skip), intake_at=now, dpd_at_intake=loan.days_past_due,
+        amount_past_due=loan.amount_past_due, outstanding=loan.outstanding_amount,
+    )
+    case.sync_clock(now)
+    case.record(now, "case_opened", "info", stage=stage.value, strategy=strategy.name,
+                days_past_due=loan.days_past_due, skip=[s.value for s in sorted(skip)])
+    return case
+
+
+def tick(case: CaseState, strategy: Strategy, now: datetime) -> None:
+    """Apply everything that became due by ``now``: holds that expire, promises that break."""
+    for hold in list(case.holds):
+        if hold.kind != "promise" and hold.until is not None and hold.until <= now:
+            case.release_hold(hold.kind, now)
+            case.record(now, f"{hold.kind}_ended", "info", reason="hold period over")
+    promise = case.promise
+    if promise is not None and promise.state == "pending" and now >= promise.deadline:
+        promise.state = "broken"
+        case.promises_broken += 1
+        case.release_hold("promise", now)
+        case.record(now, "promise_broken", "info", amount=str(promise.amount), paid=str(promise.paid),
+                    due_date=promise.due_date.isoformat(), broken_total=case.promises_broken)
+        if case.promises_broken % strategy.promise.broken_to_escalate == 0 and case.stage.following():
+            case.exit_requested = f"{case.promises_broken} broken promises"
+
+
+def promise_deadline(due_date: date, grace: timedelta) -> datetime:
+    """End of the due date (UTC) plus grace."""
+    return datetime(due_date.year, due_date.month, due_date.day, tzinfo=timezone.utc) + timedelta(days=1) + grace

@@ -1,0 +1,332 @@
+"""Operator and borrower commands: each a typed payload with a check and an effect.
+
+Every signal of the public contract is also an update of the same name. Both go
+through :func:`parse`: the update's validator calls it alone (so a bad update
+is refused before it touches history), the signal handler calls it and then
+:meth:`Command.apply`, recording a refusal in the case's events instead of failing.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from domain.case import CaseState, Hold, PromiseToPay, promise_deadline
+from domain.errors import Rejected
+from domain.money import parse_amount
+from domain.stages import Channel, Outcome
+from domain.strategy import CALL_OUTCOMES, VISIT_OUTCOMES, Strategy
+
+_Text = Field(min_length=1, max_length=500)
+_Name = Field(min_length=1, max_length=64)
+
+
+class Command(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    name: ClassVar[str]
+
+    def check(self, case: CaseState, strategy: Strategy, now: datetime) -> None:
+        """Raise :class:`Rejected` when the command does not fit the case as it stands."""
+
+    def apply(self, case: CaseState, strategy: Strategy, now: datetime) -> None:
+        raise NotImplementedError
+
+    def audit(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+def _as_deadline(value: date | datetime) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return datetime.combine(value, time.min, tzinfo=timezone.utc)
+
+
+def _check_until(until: datetime | None, now: datetime, longest: timedelta | None) -> None:
+    if until is None:
+        return
+    if until <= now:
+        raise Rejected("until", f"{until.isoformat()} is not in the future")
+    if longest is not None and until - now > longest:
+        raise Rejected("until", f"is more than {longest.days} days away (the strategy's limit)")
+
+
+class PaymentReceived(Command):
+    name = "payment_received"
+    amount: str | int
+    reference: str = _Name
+    paid_at: datetime | None = None
+
+    def check(self, case, strategy, now):
+        parse_amount(self.amount, case.currency, "amount")
+
+    def apply(self, case, strategy, now):
+        if self.reference in case.payment_refs:
+            case.record(now, self.name, "duplicate", reason=f"payment {self.reference} was already applied",
+                        reference=self.reference)
+            return
+        amount = parse_amount(self.amount, case.currency, "amount")
+        case.payment_refs.append(self.reference)
+        case.paid_total += amount
+        to_arrears = min(amount, case.amount_past_due)
+        case.amount_past_due -= to_arrears
+        excess = amount - min(amount, case.outstanding)
+        case.outstanding -= amount - excess
+        case.record(now, self.name, "accepted", reference=self.reference, amount=str(amount),
+                    amount_past_due=str(case.amount_past_due), excess=str(excess) if excess else None)
+        promise = case.promise
+        if promise is not None and promise.state == "pending":
+            promise.paid += amount
+            if promise.paid >= promise.amount:
+                promise.state = "kept"
+                case.promises_kept += 1
+                case.release_hold("promise", now)
+                case.record(now, "promise_kept", "info", amount=str(promise.amount), paid=str(promise.paid))
+        if case.amount_past_due == 0:
+            case.close(Outcome.CURED, "past-due amount paid", now)
+
+
+class PromiseToPayCommand(Command):
+    name = "promise_to_pay"
+    amount: str | int
+    due_date: date
+    agent: str | None = Field(default=None, max_length=64)
+    channel: str | None = Field(default=None, max_length=32)
+
+    def check(self, case, strategy, now):
+        amount = parse_amount(self.amount, case.currency, "amount")
+        if amount > case.outstanding:
+            raise Rejected("amount", f"is more than the outstanding {case.outstanding} {case.currency}")
+        if self.due_date < now.date():
+            raise Rejected("due_date", f"{self.due_date} is in the past")
+        latest = (now + strategy.promise.horizon).date()
+        if self.due_date > latest:
+            raise Rejected("due_date", f"is after {latest}, beyond the strategy's promise horizon")
+        if case.promise is not None and case.promise.state == "pending":
+            raise Rejected("", f"a promise is already pending (due {case.promise.due_date})")
+
+    def apply(self, case, strategy, now):
+        deadline = promise_deadline(self.due_date, strategy.promise.grace)
+        case.promise = PromiseToPay(amount=parse_amount(self.amount, case.currency, "amount"),
+                                    due_date=self.due_date, made_at=now, deadline=deadline,
+                                    agent=self.agent, channel=self.channel)
+        case.put_on_hold(Hold(kind="promise", reason=f"promise to pay by {self.due_date}", since=now,
+                              until=deadline), now)
+        case.record(now, self.name, "accepted", **self.audit())
+
+
+class HardshipReported(Command):
+    name = "hardship"
+    reason: str = _Text
+    until: date | datetime | None = None
+
+    def check(self, case, strategy, now):
+        _check_until(self.deadline, now, strategy.hardship_max)
+
+    @property
+    def deadline(self) -> datetime | None:
+        return _as_deadline(self.until) if self.until is not None else None
+
+    def apply(self, case, strategy, now):
+        case.put_on_hold(Hold(kind="hardship", reason=self.reason, since=now, until=self.deadline), now)
+        case.record(now, self.name, "accepted", **self.audit())
+
+
+class HardshipResolved(Command):
+    name = "hardship_resolved"
+
+    def check(self, case, strategy, now):
+        if case.hold("hardship") is None:
+            raise Rejected("", "the case is not paused for hardship")
+
+    def apply(self, case, strategy, now):
+        case.release_hold("hardship", now)
+        case.record(now, self.name, "accepted")
+
+
+class DisputeRaised(Command):
+    name = "dispute"
+    reason: str = _Text
+
+    def check(self, case, strategy, now):
+        if case.hold("dispute") is not None:
+            raise Rejected("", "the debt is already disputed")
+
+    def apply(self, case, strategy, now):
+        case.put_on_hold(Hold(kind="dispute", reason=self.reason, since=now), now)
+        case.record(now, self.name, "accepted", **self.audit())
+
+
+class DisputeResolved(Command):
+    name = "dispute_resolved"
+    upheld: bool
+    note: str | None = Field(default=None, max_length=500)
+
+    def check(self, case, strategy, now):
+        if case.hold("dispute") is None:
+            raise Rejected("", "there is no open dispute")
+
+    def apply(self, case, strategy, now):
+        case.release_hold("dispute", now)
+        case.record(now, self.name, "accepted", **self.audit())
+        if self.upheld:
+            case.close(Outcome.CLOSED, f"dispute upheld: {self.note or 'no note'}", now)
+
+
+class CeaseContact(Command):
+    name = "cease_contact"
+    channels: list[Channel] | None = None
+
+    @field_validator("channels")
+    @classmethod
+    def _contact_channels_only(cls, value: list[Channel] | None) -> list[Channel] | None:
+        if value is not None and Channel.LEGAL_HANDOFF in value:
+            raise ValueError("legal_handoff is not a contact channel")
+        return value
+
+    def apply(self, case, strategy, now):
+        wanted = self.channels or [c for c in Channel if c.is_borrower_contact]
+        case.ceased = sorted(set(case.ceased) | set(wanted))
+        case.record(now, self.name, "accepted", channels=[c.value for c in case.ceased])
+
+
+class CallOutcome(Command):
+    name = "call_outcome"
+    outcome: str
+    note: str | None = Field(default=None, max_length=500)
+    agent: str | None = Field(default=None, max_length=64)
+
+    def check(self, case, strategy, now):
+        if self.outcome not in CALL_OUTCOMES:
+            raise Rejected("outcome", f"{self.outcome!r} is not one of {', '.join(CALL_OUTCOMES)}")
+        if not any(task.outcome is None for task in case.calls):
+            raise Rejected("", "no call task is open for this case")
+
+    def apply(self, case, strategy, now):
+        task = next(task for task in case.calls if task.outcome is None)
+        task.outcome = self.outcome
+        if self.outcome == "wrong_number":
+            case.phone_invalid = True
+        case.record(now, self.name, "accepted", task_id=task.task_id, **self.audit())
+        if self.outcome in strategy.stages[case.stage].exit_on:
+            case.exit_requested = f"call outcome {self.outcome}"
+
+
+class FieldVisitReport(Command):
+    name = "field_visit_report"
+    outcome: str
+    note: str | None = Field(default=None, max_length=500)
+    agents: list[str] | None = None
+
+    def check(self, case, strategy, now):
+        if self.outcome not in VISIT_OUTCOMES:
+            raise Rejected("outcome", f"{self.outcome!r} is not one of {', '.join(VISIT_OUTCOMES)}")
+        if case.visit is None or case.visit.state != "in_progress":
+            raise Rejected("", "no field visit is in progress for this case")
+
+    def apply(self, case, strategy, now):
+        assert case.visit is not None
+        case.visit.unforwarded_reports.append(self.audit())
+        case.record(now, self.name, "accepted", visit_id=case.visit.visit_id, **self.audit())
+
+
+class Escalate(Command):
+    name = "escalate"
+    reason: str | None = Field(default=None, max_length=500)
+
+    def check(self, case, strategy, now):
+        if case.stage.following() is None:
+            raise Rejected("", f"the case is already at the last stage ({case.stage.value})")
+
+    def apply(self, case, strategy, now):
+        case.exit_requested = f"operator: {self.reason or 'escalated'}"
+        case.record(now, self.name, "accepted", **self.audit())
+
+
+class OperatorHold(Command):
+    name = "hold"
+    reason: str = _Text
+    until: date | datetime | None = None
+
+    def check(self, case, strategy, now):
+        _check_until(self.deadline, now, None)
+
+    @property
+    def deadline(self) -> datetime | None:
+        return _as_deadline(self.until) if self.until is not None else None
+
+    def apply(self, case, strategy, now):
+        case.put_on_hold(Hold(kind="operator", reason=self.reason, since=now, until=self.deadline), now)
+        case.record(now, self.name, "accepted", **self.audit())
+
+
+class Release(Command):
+    name = "release"
+
+    def check(self, case, strategy, now):
+        if case.hold("operator") is None:
+            raise Rejected("", "the case is not on an operator hold")
+
+    def apply(self, case, strategy, now):
+        case.release_hold("operator", now)
+        case.record(now, self.name, "accepted")
+
+
+class Close(Command):
+    name = "close"
+    outcome: Outcome
+    note: str = _Text
+
+    def apply(self, case, strategy, now):
+        case.record(now, self.name, "accepted", **self.audit())
+        case.close(self.outcome, self.note, now)
+
+
+class Assign(Command):
+    name = "assign"
+    agent: str = _Name
+
+    def apply(self, case, strategy, now):
+        case.agent = self.agent
+        case.record(now, self.name, "accepted", **self.audit())
+
+
+COMMANDS: dict[str, type[Command]] = {
+    cls.name: cls
+    for cls in (PaymentReceived, PromiseToPayCommand, HardshipReported, HardshipResolved, DisputeRaised,
+                DisputeResolved, CeaseContact, CallOutcome, FieldVisitReport, Escalate, OperatorHold,
+                Release, Close, Assign)
+}
+
+
+def parse(name: str, payload: Any, case: CaseState, strategy: Strategy, now: datetime) -> Command:
+    """Validate a command against its schema and the case; raise :class:`Rejected` if it does not fit."""
+    cls = COMMANDS.get(name)
+    if cls is None:
+        raise Rejected("", f"unknown command {name!r}")
+    if case.outcome is not None:
+        raise Rejected("", f"the case is closed ({case.outcome.value})")
+    if payload is None:
+        payload = {}
+    if not isinstance(payload, dict):
+        raise Rejected("", f"the payload must be a JSON object, not {type(payload).__name__}")
+    try:
+        command = cls.model_validate(payload)
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        raise Rejected(field, first["msg"]) from None
+    command.check(case, strategy, now)
+    return command
+
+
+def handle(name: str, payload: Any, case: CaseState, strategy: Strategy, now: datetime) -> bool:
+    """Apply a command, or record its refusal in the case's events. Never raises for bad input."""
+    try:
+        command = parse(name, payload, case, strategy, now)
+    except Rejected as err:
+        case.record(now, name, "rejected", reason=str(err))
+        return False
+    command.apply(case, strategy, now)
+    return True

@@ -1,0 +1,127 @@
+"""What a case does next: ``decide(case, strategy, now) -> Step``.
+
+The workflow executes the step and asks again. Waiting steps carry the exact
+time of the next thing due, so a case sleeps on one durable timer sized to it
+instead of waking every day.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from domain.case import CaseState
+from domain.stages import Channel, Stage
+from domain.strategy import Strategy
+
+MISSED_CALL_OUTCOMES = ("no_answer", "left_message")
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The case has an outcome; the workflow completes."""
+
+
+@dataclass(frozen=True)
+class Advance:
+    to: Stage
+    reason: str
+
+
+@dataclass(frozen=True)
+class Act:
+    """Carry out one treatment: a contact, a visit, a letter or the legal hand-off."""
+
+    channel: Channel
+    template: str | None
+    key: str  # which treatment of the stage this is, so it runs once
+
+
+@dataclass(frozen=True)
+class Block:
+    """A treatment that is due but may not happen; recorded with its reason, never silently dropped."""
+
+    channel: Channel
+    key: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Wait:
+    until: datetime | None  # None: nothing is scheduled; only a signal or update wakes the case
+    reason: str
+
+
+Step = Finish | Advance | Act | Block | Wait
+
+
+def _blocked(case: CaseState, channel: Channel) -> str | None:
+    if channel in case.ceased:
+        return "borrower asked to cease contact on this channel"
+    if case.phone_invalid and channel in (Channel.CALL, Channel.SMS):
+        return "phone number reported wrong"
+    return None
+
+
+def decide(case: CaseState, strategy: Strategy, now: datetime) -> Step:
+    if case.outcome is not None:
+        return Finish()
+    following = case.stage.following()
+    if case.exit_requested and following is not None:
+        return Advance(following, case.exit_requested)
+
+    config = strategy.stages[case.stage]
+    wakes: list[tuple[datetime, str]] = [(h.until, f"{h.kind} hold ends") for h in case.holds if h.until]
+
+    promise = case.promise
+    if promise is not None and promise.state == "pending":
+        policy = strategy.promise
+        if policy.reminder_before is not None and policy.reminder_template and not promise.reminded:
+            remind_at = promise.deadline - policy.grace - policy.reminder_before
+            if now >= remind_at:
+                return _act_or_block(case, Channel.SMS, policy.reminder_template, "promise_reminder")
+            wakes.append((remind_at, "promise reminder"))
+        wakes.append((promise.deadline, "promise due"))
+
+    if not case.paused:
+        clock = case.stage_clock(now)
+        for task in case.calls:
+            if task.outcome in MISSED_CALL_OUTCOMES and not task.followed_up and config.missed_call_sms:
+                return _act_or_block(case, Channel.SMS, config.missed_call_sms, f"missed_call:{task.task_id}")
+        for index, treatment in enumerate(config.treatments):
+            for offset in treatment.at:
+                key = f"{index}:{treatment.channel.value}:{int(offset.total_seconds())}"
+                if key in case.done:
+                    continue
+                if clock >= offset:
+                    return _act_or_block(case, treatment.channel, treatment.template, key)
+                wakes.append((now + (offset - clock), f"{treatment.channel.value} due"))
+        if config.dwell is not None and following is not None:
+            if clock >= config.dwell:
+                return Advance(following, f"{case.stage.value} dwell of {config.dwell} over")
+            wakes.append((now + (config.dwell - clock), f"{case.stage.value} ends"))
+
+    if not wakes:
+        return Wait(None, "waiting for an operator" if not case.paused else f"paused ({case.pause_reason})")
+    until, reason = min(wakes)
+    return Wait(until, reason)
+
+
+def _act_or_block(case: CaseState, channel: Channel, template: str | None, key: str) -> Act | Block:
+    reason = _blocked(case, channel)
+    if reason is not None:
+        return Block(channel, key, reason)
+    return Act(channel, template, key)
+
+
+def mark_done(case: CaseState, key: str) -> None:
+    """Remember that the treatment behind ``key`` ran (or was blocked), so it never runs twice."""
+    if key == "promise_reminder" and case.promise is not None:
+        case.promise.reminded = True
+    elif key.startswith("missed_call:"):
+        task_id = key.split(":", 1)[1]
+        for task in case.calls:
+            if task.task_id == task_id:
+                task.followed_up = True
+    else:
+        case.done.append(key)

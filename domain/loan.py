@@ -1,0 +1,86 @@
+"""A delinquent loan as intake hands it over (one row of the portfolio file)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict
+
+from domain.errors import Rejected
+from domain.money import parse_amount, validate_currency
+
+REQUIRED_COLUMNS = (
+    "loan_id", "borrower_name", "phone", "email", "address", "timezone", "jurisdiction",
+    "currency", "outstanding_amount", "amount_past_due", "days_past_due", "product", "risk_grade",
+)
+JURISDICTIONS = ("US", "CN", "UK")
+RISK_GRADES = ("A", "B", "C", "D", "E")
+_LOAN_ID_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.")
+
+
+class Loan(BaseModel):
+    """Immutable facts about the loan and its borrower, as of intake."""
+
+    model_config = ConfigDict(frozen=True)
+
+    loan_id: str
+    borrower_name: str
+    phone: str
+    email: str
+    address: str
+    timezone: str
+    jurisdiction: str
+    currency: str
+    outstanding_amount: Decimal
+    amount_past_due: Decimal
+    days_past_due: int
+    product: str
+    risk_grade: str
+    extra: dict[str, str] = {}
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> "Loan":
+        """Validate one intake row; raises :class:`Rejected` naming the first bad field."""
+        clean = {key.strip(): (value or "").strip() for key, value in row.items() if key}
+        for column in REQUIRED_COLUMNS:
+            if not clean.get(column):
+                raise Rejected(column, "is missing")
+        loan_id = clean["loan_id"]
+        if len(loan_id) > 64 or not set(loan_id) <= _LOAN_ID_CHARS:
+            raise Rejected("loan_id", "use at most 64 letters, digits, '-', '_' or '.'")
+        try:
+            ZoneInfo(clean["timezone"])
+        except (ZoneInfoNotFoundError, ValueError):
+            raise Rejected("timezone", f"{clean['timezone']!r} is not an IANA time zone") from None
+        jurisdiction = clean["jurisdiction"].upper()
+        if jurisdiction not in JURISDICTIONS:
+            raise Rejected("jurisdiction", f"{clean['jurisdiction']!r} is not one of {', '.join(JURISDICTIONS)}")
+        currency = validate_currency(clean["currency"])
+        outstanding = parse_amount(clean["outstanding_amount"], currency, "outstanding_amount")
+        past_due = parse_amount(clean["amount_past_due"], currency, "amount_past_due")
+        if past_due > outstanding:
+            raise Rejected("amount_past_due", "is larger than outstanding_amount")
+        try:
+            dpd = int(clean["days_past_due"])
+        except ValueError:
+            raise Rejected("days_past_due", f"{clean['days_past_due']!r} is not a whole number") from None
+        if dpd < 1:
+            raise Rejected("days_past_due", "must be at least 1 for a delinquent loan")
+        grade = clean["risk_grade"].upper()
+        if grade not in RISK_GRADES:
+            raise Rejected("risk_grade", f"{clean['risk_grade']!r} is not one of {', '.join(RISK_GRADES)}")
+        if "@" not in clean["email"]:
+            raise Rejected("email", "is not an e-mail address")
+        digits = clean["phone"].lstrip("+").replace(" ", "").replace("-", "")
+        if not digits.isdigit() or not 7 <= len(digits) <= 15:
+            raise Rejected("phone", "is not a phone number (7 to 15 digits, optional leading +)")
+        extra = {k: v for k, v in clean.items() if k not in REQUIRED_COLUMNS}
+        return cls(
+            loan_id=loan_id, borrower_name=clean["borrower_name"], phone=clean["phone"],
+            email=clean["email"], address=clean["address"], timezone=clean["timezone"],
+            jurisdiction=jurisdiction, currency=currency, outstanding_amount=outstanding,
+            amount_past_due=past_due, days_past_due=dpd, product=clean["product"].lower(),
+            risk_grade=grade, extra=extra,
+        )

@@ -1,0 +1,49 @@
+"""The ``status`` query: what a supervisor sees of a case."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from domain.case import CaseState
+from domain.decide import Wait, decide
+from domain.strategy import Strategy
+
+
+def status(case: CaseState, strategy: Strategy, now: datetime) -> dict[str, Any]:
+    step = decide(case, strategy, now)
+    if isinstance(step, Wait):
+        next_at, next_what = step.until, step.reason
+    else:
+        next_at, next_what = now, type(step).__name__.lower()
+    promise = case.promise.model_dump(mode="json") if case.promise is not None else None
+    visit = case.visit.model_dump(mode="json", exclude={"unforwarded_reports"}) if case.visit else None
+    return {
+        "loan_id": case.loan_id,
+        "strategy": strategy.name,
+        "stage": case.stage.value,
+        "stage_entered_at": case.stage_entered_at.isoformat(),
+        "stage_clock_seconds": int(case.stage_clock(now).total_seconds()),
+        "paused": case.paused,
+        "pause_reason": case.pause_reason,
+        "holds": [h.model_dump(mode="json") for h in case.holds],
+        "days_past_due": case.days_past_due(now),
+        "currency": case.currency,
+        "amount_past_due": str(case.amount_past_due),
+        "outstanding": str(case.outstanding),
+        "paid_total": str(case.paid_total),
+        "promise": promise,
+        "promises_kept": case.promises_kept,
+        "promises_broken": case.promises_broken,
+        "arrangement": None,
+        "ceased_channels": [c.value for c in case.ceased],
+        "assigned_agent": case.agent,
+        "open_call_tasks": [t.task_id for t in case.calls if t.outcome is None],
+        "field_visit": visit,
+        "outcome": case.outcome.value if case.outcome else None,
+        "close_note": case.close_note,
+        "next_action_at": next_at.isoformat() if next_at else None,
+        "next_action": next_what,
+        "events": [e.model_dump(mode="json", exclude_none=True) for e in case.events],
+        "events_dropped": case.events_dropped,
+    }

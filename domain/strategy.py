@@ -1,0 +1,154 @@
+"""A collection strategy is data: segmentation to an entry stage, and the ladder.
+
+Strategies are TOML files validated by these models. The starter resolves one at
+intake and passes it whole in the workflow input, so a running case keeps the
+strategy it started with.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from domain.durations import Duration
+from domain.loan import Loan
+from domain.stages import Channel, Stage
+
+CALL_OUTCOMES = ("reached", "no_answer", "wrong_number", "refused", "left_message")
+VISIT_OUTCOMES = ("met", "not_home", "moved", "refused", "paid")
+# A visit whose report does not arrive by its deadline ends as "overdue".
+VISIT_RESULTS = VISIT_OUTCOMES + ("overdue",)
+_TEMPLATED = (Channel.SMS, Channel.EMAIL, Channel.LETTER)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Treatment(_Model):
+    """One channel action, repeated at offsets on the stage clock (which stops while paused)."""
+
+    channel: Channel
+    template: str | None = None
+    at: list[Duration] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _template_where_needed(self) -> "Treatment":
+        if self.channel in _TEMPLATED and not self.template:
+            raise ValueError(f"a {self.channel.value} treatment needs a template")
+        if self.at != sorted(self.at):
+            raise ValueError("offsets in 'at' must be ascending")
+        return self
+
+
+class VisitPlan(_Model):
+    """How a field visit is organised: lead time, staff, report deadline, revisits."""
+
+    lead_time: Duration = timedelta(days=3)
+    staff: int = Field(default=2, ge=1)
+    report_within: Duration = timedelta(days=3)
+    max_visits: int = Field(default=2, ge=1)
+
+
+class StageConfig(_Model):
+    dwell: Duration | None = None
+    treatments: list[Treatment] = []
+    missed_call_sms: str | None = None
+    visit: VisitPlan | None = None
+    exit_on: list[str] = []
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "StageConfig":
+        if self.dwell is not None and self.dwell <= timedelta(0):
+            raise ValueError("dwell must be positive")
+        has_visit = any(t.channel is Channel.VISIT for t in self.treatments)
+        if has_visit and self.visit is None:
+            raise ValueError("a visit treatment needs a [visit] plan in the same stage")
+        unknown = set(self.exit_on) - set(CALL_OUTCOMES) - set(VISIT_RESULTS)
+        if unknown:
+            raise ValueError(f"exit_on has unknown outcomes {sorted(unknown)}")
+        return self
+
+
+class Segment(_Model):
+    """A rule matching loans; the first matching rule with ``enter`` picks the entry stage,
+    and every matching rule's ``skip`` applies."""
+
+    name: str
+    min_dpd: int | None = None
+    max_dpd: int | None = None
+    grades: list[str] | None = None
+    products: list[str] | None = None
+    # Amount bands are per currency: a band only matches loans in a currency it lists.
+    min_outstanding: dict[str, Decimal] | None = None
+    max_outstanding: dict[str, Decimal] | None = None
+    enter: Stage | None = None
+    skip: list[Stage] = []
+
+    def matches(self, loan: Loan) -> bool:
+        if self.min_dpd is not None and loan.days_past_due < self.min_dpd:
+            return False
+        if self.max_dpd is not None and loan.days_past_due > self.max_dpd:
+            return False
+        if self.grades is not None and loan.risk_grade not in self.grades:
+            return False
+        if self.products is not None and loan.product not in self.products:
+            return False
+        if self.min_outstanding is not None:
+            floor = self.min_outstanding.get(loan.currency)
+            if floor is None or loan.outstanding_amount < floor:
+                return False
+        if self.max_outstanding is not None:
+            ceiling = self.max_outstanding.get(loan.currency)
+            if ceiling is None or loan.outstanding_amount >= ceiling:
+                return False
+        return True
+
+
+class PromisePolicy(_Model):
+    horizon: Duration = timedelta(days=14)
+    grace: Duration = timedelta(days=2)
+    reminder_before: Duration | None = timedelta(days=1)
+    reminder_template: str | None = "promise_reminder"
+    broken_to_escalate: int = Field(default=2, ge=1)
+
+
+class Strategy(_Model):
+    name: str
+    description: str = ""
+    # The demo strategy contacts at any hour; production strategies never set this.
+    contact_any_hour: bool = False
+    hardship_max: Duration = timedelta(days=90)
+    promise: PromisePolicy = PromisePolicy()
+    segments: list[Segment] = []
+    stages: dict[Stage, StageConfig]
+
+    @model_validator(mode="after")
+    def _whole_ladder(self) -> "Strategy":
+        missing = [s.value for s in Stage if s not in self.stages]
+        if missing:
+            raise ValueError(f"stages: missing {', '.join(missing)}")
+        for stage in Stage:
+            if stage is not Stage.LITIGATION and self.stages[stage].dwell is None:
+                raise ValueError(f"stages.{stage.value}.dwell is required (only litigation waits without one)")
+        if any(Stage.LITIGATION in seg.skip for seg in self.segments):
+            raise ValueError("segments: litigation cannot be skipped")
+        return self
+
+    def templates(self) -> set[str]:
+        names = {t.template for c in self.stages.values() for t in c.treatments if t.template}
+        names |= {c.missed_call_sms for c in self.stages.values() if c.missed_call_sms}
+        if self.promise.reminder_template:
+            names.add(self.promise.reminder_template)
+        return names
+
+    def entry(self, loan: Loan) -> tuple[Stage, frozenset[Stage]]:
+        """The stage a new case starts in, and the stages its segment skips."""
+        matching = [seg for seg in self.segments if seg.matches(loan)]
+        skip = frozenset(stage for seg in matching for stage in seg.skip)
+        stage = next((seg.enter for seg in matching if seg.enter is not None), Stage.REMINDER)
+        while stage in skip and stage.following() is not None:
+            stage = stage.following()
+        return stage, skip

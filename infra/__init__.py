@@ -1,0 +1,1 @@
+"""Wiring shared by worker, starter, dev stack and tests: settings, client, logging."""

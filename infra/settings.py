@@ -1,0 +1,58 @@
+"""Settings from the environment; one place reads them."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from workflows.inputs import DEFAULT_TASK_QUEUE
+
+
+def project_root() -> Path:
+    """The folder holding strategies/ and templates/: the source tree, or the current directory."""
+    source = Path(__file__).resolve().parents[1]
+    return source if (source / "strategies").is_dir() else Path.cwd()
+
+
+@dataclass(frozen=True)
+class Settings:
+    temporal_address: str = "localhost:7233"
+    temporal_namespace: str = "default"
+    task_queue: str = DEFAULT_TASK_QUEUE
+    data_dir: Path = Path(".data")
+    database_url: str = ""
+    smtp_url: str | None = None
+    sms_url: str | None = None
+    lender: str = "Arrears Demo Bank"
+    contact_point: str = "+1 555 0100"
+    email_from: str = "collections@arrears.example"
+    field_agents: list[str] = field(default_factory=lambda: [f"field-{n:02d}" for n in range(1, 7)])
+    root: Path = field(default_factory=project_root)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+        env = dict(os.environ if env is None else env)
+        data_dir = Path(env.get("ARREARS_DATA_DIR", ".data"))
+        agents = env.get("ARREARS_FIELD_AGENTS")
+        return cls(
+            temporal_address=env.get("TEMPORAL_ADDRESS", "localhost:7233"),
+            temporal_namespace=env.get("TEMPORAL_NAMESPACE", "default"),
+            task_queue=env.get("ARREARS_TASK_QUEUE", DEFAULT_TASK_QUEUE),
+            data_dir=data_dir,
+            database_url=env.get("ARREARS_DATABASE_URL", f"sqlite:///{data_dir / 'arrears.db'}"),
+            smtp_url=env.get("ARREARS_SMTP_URL") or None,
+            sms_url=env.get("ARREARS_SMS_URL") or None,
+            lender=env.get("ARREARS_LENDER_NAME", cls.lender),
+            contact_point=env.get("ARREARS_CONTACT_POINT", cls.contact_point),
+            email_from=env.get("ARREARS_EMAIL_FROM", cls.email_from),
+            **({"field_agents": [a.strip() for a in agents.split(",") if a.strip()]} if agents else {}),
+        )
+
+    @property
+    def strategies_dir(self) -> Path:
+        return self.root / "strategies"
+
+    @property
+    def templates_dir(self) -> Path:
+        return self.root / "templates"

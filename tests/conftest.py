@@ -1,0 +1,95 @@
+"""Shared fixtures: Temporal servers from the venv (never downloaded), loans, strategies, workers."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from temporalio.client import Client, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.templates import TemplateBook
+from domain.loan import Loan
+from domain.strategy import Strategy
+from infra.client import data_converter
+from infra.search_attributes import ensure_search_attributes
+from infra.settings import Settings
+from infra.strategies import load_strategy
+from workflows.inputs import CaseInput, case_workflow_id
+from workflows.loan_collection import LoanCollectionWorkflow
+from worker import build_worker
+
+BIN = Path(sys.executable).parent
+TEST_SERVER = BIN / "temporal-test-server"
+DEV_SERVER = BIN / "temporal"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def settings_for(data_dir: Path) -> Settings:
+    return Settings(data_dir=data_dir)
+
+
+def strategy(name: str = "default", **overrides: Any) -> Strategy:
+    base = load_strategy(name, ROOT / "strategies", TemplateBook(ROOT / "templates"))
+    return base.model_copy(update=overrides) if overrides else base
+
+
+def make_loan(**overrides: Any) -> Loan:
+    row = {
+        "loan_id": f"T-{uuid.uuid4().hex[:10]}", "borrower_name": "Ada Example", "phone": "+15555550123",
+        "email": "ada@example.com", "address": "1 Test Street, Springfield", "timezone": "America/New_York",
+        "jurisdiction": "US", "currency": "USD", "outstanding_amount": "5000.00", "amount_past_due": "450.00",
+        "days_past_due": "5", "product": "personal_loan", "risk_grade": "B",
+    }
+    row.update({k: str(v) for k, v in overrides.items()})
+    return Loan.from_row(row)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    environment = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(TEST_SERVER), data_converter=data_converter())
+    await ensure_search_attributes(environment.client)
+    try:
+        yield environment
+    finally:
+        await environment.shutdown()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def worker(env: WorkflowEnvironment, data_dir: Path) -> AsyncIterator[Worker]:
+    async with build_worker(env.client, settings_for(data_dir), task_queue=f"tq-{uuid.uuid4().hex}") as running:
+        yield running
+
+
+async def start_case(client: Client, worker: Worker, loan: Loan | None = None,
+                     strat: Strategy | None = None, **input_fields: Any) -> WorkflowHandle:
+    loan = loan or make_loan()
+    return await client.start_workflow(
+        LoanCollectionWorkflow.run, CaseInput(loan=loan, strategy=strat or strategy(), **input_fields),
+        id=case_workflow_id(loan.loan_id), task_queue=worker.task_queue)
+
+
+async def status(handle: WorkflowHandle) -> dict[str, Any]:
+    return await handle.query("status")
+
+
+def events(state: dict[str, Any], kind: str | None = None, status_: str | None = None) -> list[dict[str, Any]]:
+    return [e for e in state["events"]
+            if (kind is None or e["kind"] == kind) and (status_ is None or e["status"] == status_)]
+
+
+def money(text: str) -> Decimal:
+    return Decimal(text)

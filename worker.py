@@ -1,0 +1,73 @@
+"""The worker: the composition root. Settings -> data converter -> adapters -> activities -> Worker.
+
+    python worker.py          (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, ARREARS_* select the rest)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from datetime import timedelta
+
+import structlog
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.channels import CollectionActivities, Sender
+from activities.outbox import FileOutbox
+from activities.templates import TemplateBook
+from infra import logging as arrears_logging
+from infra.client import connect
+from infra.search_attributes import ensure_search_attributes
+from infra.settings import Settings
+from workflows.field_visit import FieldVisitWorkflow
+from workflows.loan_collection import LoanCollectionWorkflow
+
+log = structlog.get_logger("arrears.worker")
+
+WORKFLOWS = [LoanCollectionWorkflow, FieldVisitWorkflow]
+
+
+def build_activities(settings: Settings) -> CollectionActivities:
+    return CollectionActivities(
+        outbox=FileOutbox(settings.data_dir),
+        templates=TemplateBook(settings.templates_dir),
+        sender=Sender(lender=settings.lender, contact_point=settings.contact_point, email_from=settings.email_from),
+        field_agents=settings.field_agents,
+    )
+
+
+def build_worker(client: Client, settings: Settings, task_queue: str | None = None) -> Worker:
+    return Worker(
+        client,
+        task_queue=task_queue or settings.task_queue,
+        workflows=WORKFLOWS,
+        activities=build_activities(settings).all(),
+        graceful_shutdown_timeout=timedelta(seconds=10),
+    )
+
+
+async def main() -> None:
+    arrears_logging.configure()
+    settings = Settings.from_env()
+    for name, value in (("ARREARS_SMTP_URL", settings.smtp_url), ("ARREARS_SMS_URL", settings.sms_url)):
+        if value:
+            log.warning("real channel not wired yet; writing to the outbox folder instead", setting=name)
+    client = await connect(settings)
+    added = await ensure_search_attributes(client)
+    log.info("search attributes ready", added=added, namespace=settings.temporal_namespace)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    worker = build_worker(client, settings)
+    async with worker:
+        log.info("worker started", task_queue=settings.task_queue, address=settings.temporal_address,
+                 data_dir=str(settings.data_dir))
+        await stop.wait()
+        log.info("worker stopping: finishing in-flight tasks")
+    log.info("worker stopped")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,46 @@
+"""Workflow inputs and results (one typed model each)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pydantic import BaseModel
+
+from activities.models import CaseFacts
+from domain.case import CaseState
+from domain.loan import Loan
+from domain.strategy import Strategy, VisitPlan
+
+WORKFLOW_TYPE = "LoanCollectionWorkflow"
+DEFAULT_TASK_QUEUE = "collections"
+
+
+def case_workflow_id(loan_id: str) -> str:
+    return f"loan-{loan_id}"
+
+
+class CaseInput(BaseModel):
+    """Start a case: the loan and its whole strategy; ``state`` when continuing as new."""
+
+    loan: Loan
+    strategy: Strategy
+    state: CaseState | None = None
+    # Continue-as-new past this many history events even if the server has not suggested it yet.
+    history_limit: int = 10_000
+
+
+class FieldVisitInput(BaseModel):
+    loan: Loan
+    plan: VisitPlan
+    facts: CaseFacts
+    key_prefix: str
+
+
+class FieldVisitResult(BaseModel):
+    outcome: str
+    attempts: int
+    agents: list[str] = []
+    note: str | None = None
+
+
+ACTIVITY_TIMEOUT = timedelta(seconds=30)

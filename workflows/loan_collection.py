@@ -1,0 +1,280 @@
+"""LoanCollectionWorkflow: one durable case per delinquent loan.
+
+The loop asks the domain for the next step and carries it out; handlers apply
+commands synchronously (no awaits, so no lock is needed) and bump a version the
+loop waits on. All thresholds live in the strategy and the domain, none here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.channels import CollectionActivities
+    from activities.models import CaseFacts, ContactRequest, WorkItemRequest
+    from domain.case import CallTask, CaseState, FieldVisit, open_case, tick
+    from domain.commands import handle, parse
+    from domain.decide import Act, Advance, Block, Finish, Wait, decide, mark_done
+    from domain.stages import Channel
+    from domain.status import status
+    from workflows import search_attributes as sa
+    from workflows.field_visit import FieldVisitWorkflow
+    from workflows.inputs import ACTIVITY_TIMEOUT, CaseInput, FieldVisitInput, FieldVisitResult
+
+# Channel work is retried with backoff for about an hour, then recorded as failed
+# rather than wedging the case; a failed contact is visible in `status`.
+ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), backoff_coefficient=2.0,
+                             maximum_interval=timedelta(minutes=10), maximum_attempts=10,
+                             non_retryable_error_types=["InvalidRecipient"])
+
+_MESSAGES = {
+    Channel.SMS: CollectionActivities.send_sms,
+    Channel.EMAIL: CollectionActivities.send_email,
+    Channel.LETTER: CollectionActivities.issue_letter,
+}
+_WORK = {
+    Channel.CALL: CollectionActivities.create_call_task,
+    Channel.LEGAL_HANDOFF: CollectionActivities.hand_off_to_legal,
+}
+
+
+def _signal(name: str):
+    def handler(self, payload: Any = None) -> None:
+        self._command(name, payload)
+
+    handler.__name__ = name
+    return workflow.signal(name=name)(handler)
+
+
+def _update(name: str):
+    def handler(self, payload: Any = None) -> dict[str, Any]:
+        self._command(name, payload)
+        return self._status()
+
+    def validator(self, payload: Any = None) -> None:
+        parse(name, payload, self._case, self._input.strategy, workflow.now())
+
+    handler.__name__ = f"{name}_update"
+    update = workflow.update(name=name)(handler)
+    update.validator(validator)
+    return update
+
+
+@workflow.defn(name="LoanCollectionWorkflow")
+class LoanCollectionWorkflow:
+    @workflow.init
+    def __init__(self, input: CaseInput) -> None:
+        self._input = input
+        self._case: CaseState = input.state or open_case(input.loan, input.strategy, workflow.now())
+        self._version = 0
+        self._visit_task: asyncio.Task[None] | None = None
+        self._search_attributes = sa.case_values(self._case, input.loan, workflow.now()) if input.state else {}
+
+    # -- the public contract: a signal and an update of the same name for each command ----
+    payment_received = _signal("payment_received")
+    payment_received_update = _update("payment_received")
+    promise_to_pay = _signal("promise_to_pay")
+    promise_to_pay_update = _update("promise_to_pay")
+    hardship = _signal("hardship")
+    hardship_update = _update("hardship")
+    hardship_resolved = _signal("hardship_resolved")
+    hardship_resolved_update = _update("hardship_resolved")
+    dispute = _signal("dispute")
+    dispute_update = _update("dispute")
+    dispute_resolved = _signal("dispute_resolved")
+    dispute_resolved_update = _update("dispute_resolved")
+    cease_contact = _signal("cease_contact")
+    cease_contact_update = _update("cease_contact")
+    call_outcome = _signal("call_outcome")
+    call_outcome_update = _update("call_outcome")
+    field_visit_report = _signal("field_visit_report")
+    field_visit_report_update = _update("field_visit_report")
+    escalate = _signal("escalate")
+    escalate_update = _update("escalate")
+    hold = _signal("hold")
+    hold_update = _update("hold")
+    release = _signal("release")
+    release_update = _update("release")
+    close = _signal("close")
+    close_update = _update("close")
+    assign = _signal("assign")
+    assign_update = _update("assign")
+
+    @workflow.query(name="status")
+    def status_query(self) -> dict[str, Any]:
+        return self._status()
+
+    # -- the loop ----------------------------------------------------------
+    @workflow.run
+    async def run(self, input: CaseInput) -> dict[str, Any]:
+        case, strategy = self._case, input.strategy
+        workflow.logger.info("case running", extra={"loan_id": case.loan_id, "stage": case.stage.value})
+        while True:
+            now = workflow.now()
+            tick(case, strategy, now)
+            self._reconcile_visit()
+            self._publish()
+            step = decide(case, strategy, now)
+            if isinstance(step, Finish):
+                break
+            if isinstance(step, Advance):
+                self._cancel_visit()
+                case.enter_stage(step.to, now, step.reason)
+                workflow.logger.info("stage entered", extra={"loan_id": case.loan_id, "stage": case.stage.value})
+            elif isinstance(step, Block):
+                case.record(now, f"{step.channel.value}_blocked", "blocked", reason=step.reason, treatment=step.key)
+                mark_done(case, step.key)
+            elif isinstance(step, Act):
+                await self._act(step)
+            elif isinstance(step, Wait):
+                if self._should_continue_as_new():
+                    await workflow.wait_condition(workflow.all_handlers_finished)
+                    workflow.continue_as_new(CaseInput(loan=input.loan, strategy=strategy, state=case,
+                                                       history_limit=input.history_limit))
+                await self._wait(step)
+        self._cancel_visit()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        self._publish()
+        workflow.logger.info("case closed", extra={"loan_id": case.loan_id, "outcome": str(case.outcome)})
+        return self._status()
+
+    async def _wait(self, step: Wait) -> None:
+        version = self._version
+        timeout = None
+        if step.until is not None:
+            timeout = max(step.until - workflow.now(), timedelta(seconds=1))
+        try:
+            await workflow.wait_condition(lambda: self._version != version, timeout=timeout,
+                                          timeout_summary=step.reason)
+        except TimeoutError:
+            pass
+
+    async def _act(self, step: Act) -> None:
+        case, loan = self._case, self._input.loan
+        key = case.next_key(case.stage, step.channel.value)
+        facts = self._facts()
+        try:
+            if step.channel in _MESSAGES:
+                receipt = await workflow.execute_activity_method(
+                    _MESSAGES[step.channel],
+                    ContactRequest(idempotency_key=key, loan=loan, template=step.template or "", facts=facts),
+                    start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=ACTIVITY_RETRY,
+                    summary=f"{step.channel.value}: {step.template}")
+                case.record(workflow.now(), f"{step.channel.value}_sent", "sent", template=step.template,
+                            message_id=receipt.message_id, idempotency_key=key, sha256=receipt.sha256)
+            elif step.channel in _WORK:
+                item = await workflow.execute_activity_method(
+                    _WORK[step.channel], WorkItemRequest(idempotency_key=key, loan=loan, facts=facts),
+                    start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=ACTIVITY_RETRY,
+                    summary=step.channel.value)
+                if step.channel is Channel.CALL:
+                    self._open_call_task(item.item_id)
+                case.record(workflow.now(), f"{step.channel.value}_queued", "sent", item_id=item.item_id,
+                            idempotency_key=key)
+            elif step.channel is Channel.VISIT:
+                self._start_visit(key, step.key)
+        except ActivityError as err:
+            case.record(workflow.now(), f"{step.channel.value}_failed", "failed", reason=str(err.cause or err),
+                        idempotency_key=key)
+        mark_done(case, step.key)
+
+    def _open_call_task(self, task_id: str) -> None:
+        case = self._case
+        for task in case.calls:
+            if task.outcome is None:
+                task.outcome = "expired"
+                case.record(workflow.now(), "call_task_expired", "info", task_id=task.task_id,
+                            reason="a newer call task replaced it before an outcome was reported")
+        case.calls.append(CallTask(task_id=task_id, created_at=workflow.now()))
+
+    # -- field visits (child workflows) ---------------------------------------
+    def _start_visit(self, key: str, treatment_key: str) -> None:
+        visit = FieldVisit(visit_id=f"{workflow.info().workflow_id}-visit-{self._case.seq}",
+                           started_at=workflow.now(), treatment_key=treatment_key)
+        self._case.visit = visit
+        self._case.record(workflow.now(), "field_visit_started", "info", visit_id=visit.visit_id)
+        plan = self._input.strategy.stages[self._case.stage].visit
+        assert plan is not None, "the strategy validator requires a visit plan beside a visit treatment"
+        child_input = FieldVisitInput(loan=self._input.loan, plan=plan, facts=self._facts(), key_prefix=key)
+        self._visit_task = asyncio.create_task(self._run_visit(visit, child_input))
+
+    async def _run_visit(self, visit: FieldVisit, child_input: FieldVisitInput) -> None:
+        child = await workflow.start_child_workflow(FieldVisitWorkflow.run, child_input, id=visit.visit_id,
+                                                    static_summary=f"field visit for {self._case.loan_id}")
+        while True:
+            await workflow.wait_condition(lambda: bool(visit.unforwarded_reports) or child.done())
+            if child.done():
+                break
+            await child.signal(FieldVisitWorkflow.report, visit.unforwarded_reports.pop(0))
+        result: FieldVisitResult = await child
+        visit.state, visit.outcome = "completed", result.outcome
+        self._case.record(workflow.now(), "field_visit_completed", "info", visit_id=visit.visit_id,
+                          outcome=result.outcome, attempts=result.attempts, agents=result.agents)
+        if result.outcome in self._input.strategy.stages[self._case.stage].exit_on:
+            self._case.exit_requested = f"field visit outcome {result.outcome}"
+        self._changed()
+
+    def _reconcile_visit(self) -> None:
+        """No visit goes ahead while the case is on hold: cancel it, and plan it again on release."""
+        visit = self._case.visit
+        if visit is not None and visit.state == "in_progress" and self._case.paused:
+            self._cancel_visit()
+            self._case.done = [k for k in self._case.done if k != visit.treatment_key]
+
+    def _cancel_visit(self) -> None:
+        visit = self._case.visit
+        if self._visit_task is not None and not self._visit_task.done():
+            self._visit_task.cancel()
+        if visit is not None and visit.state == "in_progress":
+            visit.state = "cancelled"
+            self._case.record(workflow.now(), "field_visit_cancelled", "info", visit_id=visit.visit_id,
+                              reason=self._case.pause_reason or "case left the stage")
+
+    # -- helpers -------------------------------------------------------------
+    def _command(self, name: str, payload: Any) -> None:
+        accepted = handle(name, payload, self._case, self._input.strategy, workflow.now())
+        if not accepted:
+            workflow.logger.warning("command rejected", extra={"loan_id": self._case.loan_id, "command": name})
+        self._changed()
+
+    def _changed(self) -> None:
+        self._version += 1
+
+    def _status(self) -> dict[str, Any]:
+        return status(self._case, self._input.strategy, workflow.now())
+
+    def _facts(self) -> CaseFacts:
+        case, now = self._case, workflow.now()
+        promise = case.promise if case.promise is not None and case.promise.state == "pending" else None
+        dwell = self._input.strategy.stages[case.stage].dwell
+        return CaseFacts(stage=case.stage.value, days_past_due=case.days_past_due(now),
+                         amount_past_due=str(case.amount_past_due), outstanding=str(case.outstanding),
+                         promise_amount=str(promise.amount) if promise else None,
+                         promise_due_date=promise.due_date.isoformat() if promise else None,
+                         response_days=max(1, dwell.days) if dwell else None, agent=case.agent)
+
+    def _publish(self) -> None:
+        """Keep the search attributes and the UI's current details in step with the case."""
+        case, now = self._case, workflow.now()
+        values = sa.case_values(case, self._input.loan, now)
+        updates = sa.changes(self._search_attributes, values)
+        if updates:
+            workflow.upsert_search_attributes(updates)
+            self._search_attributes = values
+        pause = f" · paused ({case.pause_reason})" if case.paused else ""
+        outcome = f" · outcome **{case.outcome.value}**" if case.outcome else ""
+        workflow.set_current_details(
+            f"**{case.stage.value}** · DPD {case.days_past_due(now)} · past due {case.amount_past_due} "
+            f"{case.currency}{pause}{outcome}")
+
+    def _should_continue_as_new(self) -> bool:
+        if self._visit_task is not None and not self._visit_task.done():
+            return False  # the visit child belongs to this run; continue once it has reported
+        info = workflow.info()
+        return info.is_continue_as_new_suggested() or info.get_current_history_length() > self._input.history_limit

@@ -1,0 +1,53 @@
+"""The custom search attributes supervisors filter on in the Temporal UI. Never personal data."""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timezone
+from typing import Any
+
+from temporalio.common import SearchAttributeKey, SearchAttributePair, SearchAttributeUpdate
+
+from domain.case import CaseState
+from domain.loan import Loan
+
+COLLECTION_STAGE = SearchAttributeKey.for_keyword("CollectionStage")
+DAYS_PAST_DUE = SearchAttributeKey.for_int("DaysPastDue")
+OUTSTANDING_AMOUNT = SearchAttributeKey.for_float("OutstandingAmount")
+RISK_GRADE = SearchAttributeKey.for_keyword("RiskGrade")
+COLLECTION_PAUSED = SearchAttributeKey.for_bool("CollectionPaused")
+PROMISE_DUE_DATE = SearchAttributeKey.for_datetime("PromiseDueDate")
+ASSIGNED_AGENT = SearchAttributeKey.for_keyword("AssignedAgent")
+ARRANGEMENT_STATE = SearchAttributeKey.for_keyword("ArrangementState")
+
+ALL_KEYS = (COLLECTION_STAGE, DAYS_PAST_DUE, OUTSTANDING_AMOUNT, RISK_GRADE, COLLECTION_PAUSED,
+            PROMISE_DUE_DATE, ASSIGNED_AGENT, ARRANGEMENT_STATE)
+
+
+def case_values(case: CaseState, loan: Loan, now: datetime) -> dict[SearchAttributeKey[Any], Any]:
+    """The value each attribute should hold now; ``None`` means unset."""
+    promise = case.promise if case.promise is not None and case.promise.state == "pending" else None
+    due = datetime.combine(promise.due_date, time.min, tzinfo=timezone.utc) if promise else None
+    return {
+        COLLECTION_STAGE: case.stage.value,
+        DAYS_PAST_DUE: case.days_past_due(now),
+        # A Double is for searching and sorting only; the case's money stays Decimal.
+        OUTSTANDING_AMOUNT: float(case.outstanding),
+        RISK_GRADE: loan.risk_grade,
+        COLLECTION_PAUSED: case.paused,
+        PROMISE_DUE_DATE: due,
+        ASSIGNED_AGENT: case.agent,
+        ARRANGEMENT_STATE: None,
+    }
+
+
+def pairs(values: dict[SearchAttributeKey[Any], Any]) -> list[SearchAttributePair[Any]]:
+    return [key.value_set(value) for key, value in values.items() if value is not None]
+
+
+def changes(old: dict[SearchAttributeKey[Any], Any], new: dict[SearchAttributeKey[Any], Any]) -> list[SearchAttributeUpdate[Any]]:
+    """Only what changed, so an idle case costs no upserts."""
+    updates: list[SearchAttributeUpdate[Any]] = []
+    for key, value in new.items():
+        if old.get(key) != value:
+            updates.append(key.value_unset() if value is None else key.value_set(value))
+    return updates
