@@ -9,9 +9,10 @@ is refused before it touches history), the signal handler calls it and then
 from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta, timezone
-from typing import Any, ClassVar
+from decimal import Decimal
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from domain.case import CaseState, Hold, PromiseToPay, promise_deadline
 from domain.errors import Rejected
@@ -20,6 +21,18 @@ from domain.stages import Channel, Outcome
 from domain.strategy import CALL_OUTCOMES, VISIT_OUTCOMES, Strategy
 
 _Text = Field(min_length=1, max_length=500)
+
+
+def _amount_text(value: Any) -> str:
+    if isinstance(value, float):
+        raise ValueError("amounts are decimal strings, not floating-point numbers")
+    if isinstance(value, (str, int, Decimal)) and not isinstance(value, bool):
+        return str(value)
+    raise ValueError("must be a decimal string such as \"120.50\"")
+
+
+# Checked against the case currency in each command's check(); floats never get that far.
+AmountText = Annotated[str, BeforeValidator(_amount_text)]
 _Name = Field(min_length=1, max_length=64)
 
 
@@ -54,7 +67,7 @@ def _check_until(until: datetime | None, now: datetime, longest: timedelta | Non
 
 class PaymentReceived(Command):
     name = "payment_received"
-    amount: str | int
+    amount: AmountText
     reference: str = _Name
     paid_at: datetime | None = None
 
@@ -89,7 +102,7 @@ class PaymentReceived(Command):
 
 class PromiseToPayCommand(Command):
     name = "promise_to_pay"
-    amount: str | int
+    amount: AmountText
     due_date: date
     agent: str | None = Field(default=None, max_length=64)
     channel: str | None = Field(default=None, max_length=32)
@@ -183,6 +196,8 @@ class CeaseContact(Command):
     def _contact_channels_only(cls, value: list[Channel] | None) -> list[Channel] | None:
         if value is not None and Channel.LEGAL_HANDOFF in value:
             raise ValueError("legal_handoff is not a contact channel")
+        if value is not None and not value:
+            raise ValueError("name at least one channel, or omit channels to cease all contact")
         return value
 
     def apply(self, case, strategy, now):

@@ -8,7 +8,7 @@ instead of waking every day.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, time, timedelta, timezone
 
 from domain.case import CaseState
 from domain.stages import Channel, Stage
@@ -76,7 +76,10 @@ def decide(case: CaseState, strategy: Strategy, now: datetime) -> Step:
     promise = case.promise
     if promise is not None and promise.state == "pending":
         policy = strategy.promise
-        if policy.reminder_before is not None and policy.reminder_template and not promise.reminded:
+        # A courtesy reminder, not a demand: never while a dispute, hardship or operator hold applies.
+        only_promise_hold = all(h.kind == "promise" for h in case.holds)
+        if (policy.reminder_before is not None and policy.reminder_template and not promise.reminded
+                and only_promise_hold):
             remind_at = promise.deadline - policy.grace - policy.reminder_before
             if now >= remind_at:
                 return _act_or_block(case, Channel.SMS, policy.reminder_template, "promise_reminder")
@@ -100,6 +103,13 @@ def decide(case: CaseState, strategy: Strategy, now: datetime) -> Step:
             if clock >= config.dwell:
                 return Advance(following, f"{case.stage.value} dwell of {config.dwell} over")
             wakes.append((now + (config.dwell - clock), f"{case.stage.value} ends"))
+
+    if case.amount_past_due > 0:
+        dpd = case.days_past_due(now)
+        bucket = next((b for b in strategy.dpd_buckets if b > dpd), None)
+        if bucket is not None:
+            day = case.intake_at.date() + timedelta(days=bucket - case.dpd_at_intake)
+            wakes.append((datetime.combine(day, time.min, tzinfo=timezone.utc), f"DPD reaches {bucket}"))
 
     if not wakes:
         return Wait(None, "waiting for an operator" if not case.paused else f"paused ({case.pause_reason})")

@@ -15,16 +15,17 @@ _PATTERN = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 def parse_duration(value: Any) -> timedelta:
     if isinstance(value, timedelta):
         return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return timedelta(seconds=value)
-    if isinstance(value, str):
-        match = _PATTERN.match(value)
-        if match:
-            return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
-        try:  # what the serializer below writes, so a strategy survives a round trip
+    try:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return timedelta(seconds=value)
+        if isinstance(value, str):
+            match = _PATTERN.match(value)
+            if match:
+                return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+            # What the serializer below writes, so a strategy survives a round trip.
             return timedelta(seconds=float(value))
-        except ValueError:
-            pass
+    except (ValueError, OverflowError):
+        pass
     raise ValueError(f"{value!r} is not a duration such as '30s', '15m', '12h', '14d' or '2w'")
 
 

@@ -32,6 +32,8 @@ def parse_amount(value: object, currency: str, field: str, *, allow_zero: bool =
         raise Rejected(field, f"{value!r} is not a decimal number") from None
     if not amount.is_finite():
         raise Rejected(field, f"{value!r} is not a decimal number")
+    if amount.adjusted() >= 18:
+        raise Rejected(field, f"{value} is too large for an amount")
     exponent = -minor_units(currency)
     if amount != amount.quantize(Decimal(1).scaleb(exponent), rounding=ROUND_HALF_EVEN):
         raise Rejected(field, f"{value} has more decimals than {currency} allows ({-exponent})")

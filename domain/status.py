@@ -19,6 +19,8 @@ def status(case: CaseState, strategy: Strategy, now: datetime) -> dict[str, Any]
     promise = case.promise.model_dump(mode="json") if case.promise is not None else None
     visit = case.visit.model_dump(mode="json", exclude={"unforwarded_reports"}) if case.visit else None
     return {
+        # A query sees the case as of its last workflow task; every figure below is as of this time.
+        "as_of": now.isoformat(),
         "loan_id": case.loan_id,
         "strategy": strategy.name,
         "stage": case.stage.value,

@@ -121,6 +121,9 @@ class Strategy(_Model):
     # The demo strategy contacts at any hour; production strategies never set this.
     contact_any_hour: bool = False
     hardship_max: Duration = timedelta(days=90)
+    # Days past due at which a case wakes to refresh its DaysPastDue search attribute, so
+    # supervisors' bucket filters stay right without a daily wake-up.
+    dpd_buckets: list[int] = [31, 61, 91, 121, 151, 181, 361]
     promise: PromisePolicy = PromisePolicy()
     segments: list[Segment] = []
     stages: dict[Stage, StageConfig]

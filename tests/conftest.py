@@ -52,7 +52,9 @@ def make_loan(**overrides: Any) -> Loan:
     return Loan.from_row(row)
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
+# One time-skipping server per test: its clock is global, and a case or activity left over from
+# one test can hold it back for the next (DESIGN.md, "Temporal habits"). Start-up takes well under a second.
+@pytest_asyncio.fixture(loop_scope="module")
 async def env() -> AsyncIterator[WorkflowEnvironment]:
     environment = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(TEST_SERVER), data_converter=data_converter())
@@ -77,9 +79,10 @@ async def worker(env: WorkflowEnvironment, data_dir: Path) -> AsyncIterator[Work
 async def start_case(client: Client, worker: Worker, loan: Loan | None = None,
                      strat: Strategy | None = None, **input_fields: Any) -> WorkflowHandle:
     loan = loan or make_loan()
-    return await client.start_workflow(
+    handle = await client.start_workflow(
         LoanCollectionWorkflow.run, CaseInput(loan=loan, strategy=strat or strategy(), **input_fields),
         id=case_workflow_id(loan.loan_id), task_queue=worker.task_queue)
+    return handle
 
 
 async def status(handle: WorkflowHandle) -> dict[str, Any]:
@@ -93,3 +96,24 @@ def events(state: dict[str, Any], kind: str | None = None, status_: str | None =
 
 def money(text: str) -> Decimal:
     return Decimal(text)
+
+
+async def eventually(handle: WorkflowHandle, predicate, attempts: int = 100) -> dict[str, Any]:
+    """Query ``status`` until ``predicate`` holds: a signal is applied by a later workflow task."""
+    import asyncio
+
+    state: dict[str, Any] = {}
+    for _ in range(attempts):
+        state = await status(handle)
+        if predicate(state):
+            return state
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"condition never held; last status: stage={state.get('stage')} "
+                         f"events={[(e['kind'], e['status']) for e in state.get('events', [])][-8:]}")
+
+
+def stage_entries(state: dict[str, Any]) -> list[tuple[str, str]]:
+    """(stage, at) for every stage the case entered, the opening stage first."""
+    opened = events(state, "case_opened")[0]
+    return [(opened["detail"]["stage"], opened["at"])] + [
+        (e["detail"]["stage"], e["at"]) for e in events(state, "stage_entered")]

@@ -13,13 +13,14 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.channels import CollectionActivities
     from activities.models import CaseFacts, ContactRequest, WorkItemRequest
     from domain.case import CallTask, CaseState, FieldVisit, open_case, tick
     from domain.commands import handle, parse
+    from domain.errors import Rejected
     from domain.decide import Act, Advance, Block, Finish, Wait, decide, mark_done
     from domain.stages import Channel
     from domain.status import status
@@ -58,7 +59,10 @@ def _update(name: str):
         return self._status()
 
     def validator(self, payload: Any = None) -> None:
-        parse(name, payload, self._case, self._input.strategy, workflow.now())
+        try:
+            parse(name, payload, self._case, self._input.strategy, workflow.now())
+        except Rejected as err:
+            raise ApplicationError(str(err), type="Rejected", non_retryable=True) from None
 
     handler.__name__ = f"{name}_update"
     update = workflow.update(name=name)(handler)
@@ -263,7 +267,7 @@ class LoanCollectionWorkflow:
         """Keep the search attributes and the UI's current details in step with the case."""
         case, now = self._case, workflow.now()
         values = sa.case_values(case, self._input.loan, now)
-        updates = sa.changes(self._search_attributes, values)
+        updates = sa.changes(self._search_attributes, values, self._input.strategy.dpd_buckets)
         if updates:
             workflow.upsert_search_attributes(updates)
             self._search_attributes = values

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, time, timezone
 from typing import Any
 
-from temporalio.common import SearchAttributeKey, SearchAttributePair, SearchAttributeUpdate
+from temporalio.common import SearchAttributeKey, SearchAttributeUpdate
 
 from domain.case import CaseState
 from domain.loan import Loan
@@ -40,14 +40,16 @@ def case_values(case: CaseState, loan: Loan, now: datetime) -> dict[SearchAttrib
     }
 
 
-def pairs(values: dict[SearchAttributeKey[Any], Any]) -> list[SearchAttributePair[Any]]:
-    return [key.value_set(value) for key, value in values.items() if value is not None]
+def changes(old: dict[SearchAttributeKey[Any], Any], new: dict[SearchAttributeKey[Any], Any],
+            dpd_buckets: list[int]) -> list[SearchAttributeUpdate[Any]]:
+    """What changed, as upserts. Days past due alone is refreshed only when it enters another
+    bucket: a wake-up that changes nothing else costs no upsert."""
+    changed = [key for key, value in new.items() if old.get(key) != value]
+    if changed == [DAYS_PAST_DUE] and _bucket(old.get(DAYS_PAST_DUE), dpd_buckets) == _bucket(
+            new[DAYS_PAST_DUE], dpd_buckets):
+        return []
+    return [key.value_unset() if new[key] is None else key.value_set(new[key]) for key in changed]
 
 
-def changes(old: dict[SearchAttributeKey[Any], Any], new: dict[SearchAttributeKey[Any], Any]) -> list[SearchAttributeUpdate[Any]]:
-    """Only what changed, so an idle case costs no upserts."""
-    updates: list[SearchAttributeUpdate[Any]] = []
-    for key, value in new.items():
-        if old.get(key) != value:
-            updates.append(key.value_unset() if value is None else key.value_set(value))
-    return updates
+def _bucket(dpd: int | None, boundaries: list[int]) -> int:
+    return sum(1 for boundary in boundaries if dpd is not None and dpd >= boundary)

@@ -1,0 +1,29 @@
+# The Arrears worker (and starter) image used by docker-compose.yml.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    ARREARS_DATA_DIR=/data
+
+RUN groupadd --system --gid 10001 arrears \
+    && useradd --system --uid 10001 --gid arrears --home-dir /app --shell /usr/sbin/nologin arrears \
+    && mkdir -p /app /data \
+    && chown arrears:arrears /data
+
+WORKDIR /app
+
+COPY pyproject.toml README.md ./
+COPY domain/ domain/
+COPY workflows/ workflows/
+COPY activities/ activities/
+COPY infra/ infra/
+COPY strategies/ strategies/
+COPY templates/ templates/
+COPY worker.py starter.py ./
+# tzdata: zoneinfo needs a time-zone database and the slim image ships none.
+RUN pip install --no-cache-dir . tzdata
+
+USER arrears
+
+CMD ["python", "worker.py"]

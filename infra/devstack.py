@@ -1,0 +1,167 @@
+"""``make run``: the engine on one machine, on the embedded defaults.
+
+Starts the Temporal dev server (SQLite file under .data/, Web UI), registers
+the search attributes, starts a worker, loads the sample portfolio with the
+``demo`` strategy, prints where to look and what to try, and shows how many
+cases stand in each stage until Ctrl-C stops everything. A second run resumes
+the same cases: the SQLite file keeps them, and intake does not duplicate them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from infra.client import connect
+from infra.settings import Settings
+from workflows.search_attributes import ALL_KEYS, COLLECTION_STAGE
+
+BIN = Path(sys.executable).parent
+PORTFOLIO = Path("examples/portfolio.csv")
+UI_PORT = int(os.environ.get("ARREARS_UI_PORT", "8233"))
+_SA_TYPES = {"KEYWORD": "Keyword", "INT": "Int", "DOUBLE": "Double", "BOOL": "Bool", "DATETIME": "Datetime"}
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def _wait_for_port(host: str, port: int, process: subprocess.Popen, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the Temporal dev server exited early (code {process.returncode}); see .data/server.log")
+        if _port_open(host, port):
+            return
+        time.sleep(0.3)
+    raise SystemExit(f"the Temporal dev server did not open {host}:{port} within {seconds:.0f}s")
+
+
+def start_server(settings: Settings) -> subprocess.Popen:
+    host, _, port = settings.temporal_address.rpartition(":")
+    host = host or "127.0.0.1"
+    if _port_open(host, int(port)):
+        raise SystemExit(f"{settings.temporal_address} is already in use: stop the other server, "
+                         "or set TEMPORAL_ADDRESS to a free port")
+    attributes = [arg for key in ALL_KEYS
+                  for arg in ("--search-attribute", f"{key.name}={_SA_TYPES[key.indexed_value_type.name]}")]
+    log = (settings.data_dir / "server.log").open("ab")
+    server = subprocess.Popen(
+        [str(BIN / "temporal"), "server", "start-dev", "--db-filename", str(settings.data_dir / "temporal.sqlite"),
+         "--ip", host if host != "localhost" else "127.0.0.1", "--port", port, "--ui-port", str(UI_PORT),
+         "--namespace", settings.temporal_namespace, "--log-level", "warn", "--ui-disable-news-fetch",
+         *attributes],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    _wait_for_port("127.0.0.1" if host == "localhost" else host, int(port), server)
+    return server
+
+
+def banner(example_loan: str) -> str:
+    wid = f"loan-{example_loan}"
+    return f"""
+  Arrears is running (demo strategy: the whole ladder in under three minutes; NOT for production).
+
+  Temporal UI     http://localhost:{UI_PORT}/namespaces/default/workflows
+                  filter:  CollectionStage = "contact"     or   CollectionPaused = true
+  Logs            .data/worker.log  .data/server.log     Outbox: .data/outbox/  Queues: .data/queues/  Letters: .data/letters/
+
+  Try, in another terminal (the temporal CLI is .venv/bin/temporal):
+    .venv/bin/temporal workflow query  --workflow-id {wid} --type status
+    .venv/bin/temporal workflow update execute --workflow-id {wid} --name promise_to_pay \\
+        --input '{{"amount": "100.00", "due_date": "{time.strftime('%Y-%m-%d')}"}}'
+    .venv/bin/temporal workflow signal --workflow-id {wid} --name hardship --input '{{"reason": "job loss"}}'
+    .venv/bin/temporal workflow signal --workflow-id {wid} --name payment_received \\
+        --input '{{"amount": "50.00", "reference": "PAY-0001"}}'
+    .venv/bin/temporal workflow list --query 'CollectionStage="litigation"'
+
+  Ctrl-C stops everything; `make run` again resumes the same cases.
+"""
+
+
+async def tally(settings: Settings) -> str:
+    client = await connect(settings)
+    counts: collections.Counter[str] = collections.Counter()
+    async for execution in client.list_workflows("WorkflowType = 'LoanCollectionWorkflow'"):
+        if execution.status is not None and execution.status.name != "RUNNING":
+            counts["closed"] += 1
+        else:
+            counts[execution.typed_search_attributes.get(COLLECTION_STAGE) or "starting"] += 1
+    order = ["starting", "reminder", "contact", "field_visit", "legal_letter", "litigation", "closed"]
+    return "  cases: " + " · ".join(f"{name} {counts[name]}" for name in order if counts[name] or name != "starting")
+
+
+def _stop(process: subprocess.Popen | None, name: str, seconds: float = 15) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        print(f"  {name} did not stop in {seconds:.0f}s; killing it")
+        process.kill()
+        process.wait()
+
+
+def main() -> int:
+    settings = Settings.from_env()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    server = worker = None
+    interrupted = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal interrupted
+        interrupted = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        print(f"  starting the Temporal dev server on {settings.temporal_address} (data: {settings.data_dir}/temporal.sqlite)")
+        server = start_server(settings)
+        print("  starting a worker")
+        worker = subprocess.Popen([sys.executable, "worker.py"], stdout=(settings.data_dir / "worker.log").open("ab"),
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+        print(f"  loading {PORTFOLIO} with the demo strategy")
+        intake = subprocess.run([sys.executable, "starter.py", "--file", str(PORTFOLIO), "--strategy", "demo"],
+                                capture_output=True, text=True)
+        print("  " + (intake.stdout.strip() or intake.stderr.strip()))
+        if intake.returncode == 2:
+            print(intake.stderr)
+            return 2
+        first_loan = next(line.split(",")[0] for line in PORTFOLIO.read_text().splitlines()[1:] if line.strip())
+        print(banner(first_loan))
+        while not interrupted:
+            if worker.poll() is not None:
+                print(f"  the worker exited (code {worker.returncode}); see {settings.data_dir}/worker.log")
+                return 1
+            if server.poll() is not None:
+                print(f"  the dev server exited (code {server.returncode}); see {settings.data_dir}/server.log")
+                return 1
+            try:
+                print(asyncio.run(tally(settings)), flush=True)
+            except Exception as err:  # the tally is a convenience; never let it stop the stack
+                print(f"  (could not count cases: {err})")
+            for _ in range(100):
+                if interrupted:
+                    break
+                time.sleep(0.1)
+        print("\n  stopping: worker first (finishing in-flight tasks), then the server")
+        return 0
+    finally:
+        _stop(worker, "worker")
+        _stop(server, "dev server")
+        print("  stopped")
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    os._exit(code)
