@@ -211,12 +211,17 @@ class LoanCollectionWorkflow:
     async def _run_visit(self, visit: FieldVisit, child_input: FieldVisitInput) -> None:
         child = await workflow.start_child_workflow(FieldVisitWorkflow.run, child_input, id=visit.visit_id,
                                                     static_summary=f"field visit for {self._case.loan_id}")
-        while True:
-            await workflow.wait_condition(lambda: bool(visit.unforwarded_reports) or child.done())
-            if child.done():
-                break
-            await child.signal(FieldVisitWorkflow.report, visit.unforwarded_reports.pop(0))
-        result: FieldVisitResult = await child
+        try:
+            while True:
+                await workflow.wait_condition(lambda: bool(visit.unforwarded_reports) or child.done())
+                if child.done():
+                    break
+                await child.signal(FieldVisitWorkflow.report, visit.unforwarded_reports.pop(0))
+            result: FieldVisitResult = await child
+        except asyncio.CancelledError:
+            # Cancelling this task interrupts our wait, not the child: ask the child to stop too.
+            child.cancel()
+            raise
         visit.state, visit.outcome = "completed", result.outcome
         self._case.record(workflow.now(), "field_visit_completed", "info", visit_id=visit.visit_id,
                           outcome=result.outcome, attempts=result.attempts, agents=result.agents)

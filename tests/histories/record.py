@@ -1,0 +1,149 @@
+"""Record workflow histories for the replay tests.
+
+    .venv/bin/python -m tests.histories.record
+
+Runs a few scenarios on the time-skipping server and writes each case's (and
+each visit child's) history to tests/histories/*.json. Commit them: the replay
+test proves that cases started under this code still replay under later code.
+Record anew only when a change is gated by workflow.patched and the old
+histories stay in place beside the new ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
+
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
+from temporalio.client import Client, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from infra.client import data_converter
+from infra.search_attributes import ensure_search_attributes
+from infra.settings import Settings
+from tests.conftest import make_loan, strategy
+from worker import build_worker
+from workflows.inputs import CaseInput, case_workflow_id
+from workflows.loan_collection import LoanCollectionWorkflow
+
+HERE = Path(__file__).parent
+TEST_SERVER = Path(sys.executable).parent / "temporal-test-server"
+
+
+async def _start(client: Client, queue: str, loan_id: str, **fields) -> WorkflowHandle:
+    loan = make_loan(loan_id=loan_id, **fields.pop("loan", {}))
+    return await client.start_workflow(LoanCollectionWorkflow.run,
+                                       CaseInput(loan=loan, strategy=fields.pop("strat", strategy()), **fields),
+                                       id=case_workflow_id(loan_id), task_queue=queue)
+
+
+async def untouched_default_ladder(env: WorkflowEnvironment, queue: str) -> WorkflowHandle:
+    handle = await _start(env.client, queue, "REPLAY-LADDER", loan={"days_past_due": 5})
+    await env.sleep(timedelta(days=130))
+    return handle
+
+
+async def operator_commands(env: WorkflowEnvironment, queue: str) -> WorkflowHandle:
+    handle = await _start(env.client, queue, "REPLAY-COMMANDS")
+    today = (await env.get_current_time()).date()
+    await handle.signal("payment_received", {"amount": "nonsense", "reference": "BAD"})
+    await handle.execute_update("assign", {"agent": "agent-1"})
+    await handle.execute_update("promise_to_pay", {"amount": "100", "due_date": (today + timedelta(days=3)).isoformat()})
+    await handle.execute_update("payment_received", {"amount": "100", "reference": "P-1"})
+    await handle.signal("payment_received", {"amount": "100", "reference": "P-1"})
+    await handle.execute_update("hardship", {"reason": "illness", "until": (today + timedelta(days=10)).isoformat()})
+    await env.sleep(timedelta(days=12))
+    await handle.execute_update("dispute", {"reason": "amount wrong"})
+    await handle.execute_update("dispute_resolved", {"upheld": False, "note": "verified"})
+    await handle.execute_update("cease_contact", {"channels": ["sms"]})
+    await handle.execute_update("hold", {"reason": "complaint"})
+    await handle.execute_update("release", {})
+    await env.sleep(timedelta(days=5))
+    await handle.execute_update("escalate", {"reason": "no response"})
+    await env.sleep(timedelta(days=4))
+    await handle.execute_update("call_outcome", {"outcome": "no_answer"})
+    await env.sleep(timedelta(days=1))
+    await handle.signal("payment_received", {"amount": "350.00", "reference": "P-2"})
+    await handle.result()
+    return handle
+
+
+async def field_visit_reports(env: WorkflowEnvironment, queue: str) -> WorkflowHandle:
+    handle = await _start(env.client, queue, "REPLAY-VISIT", loan={"days_past_due": 70})
+    await env.sleep(timedelta(days=1, hours=1))
+    await handle.execute_update("field_visit_report", {"outcome": "not_home"})
+    await env.sleep(timedelta(hours=2))
+    await handle.execute_update("field_visit_report", {"outcome": "met", "note": "agreed to call"})
+    await env.sleep(timedelta(days=3))
+    await handle.execute_update("close", {"outcome": "settled", "note": "settled at the door"})
+    await handle.result()
+    return handle
+
+
+async def continue_as_new(env: WorkflowEnvironment, queue: str) -> WorkflowHandle:
+    handle = await _start(env.client, queue, "REPLAY-CAN", loan={"days_past_due": 5}, history_limit=40)
+    await env.sleep(timedelta(days=40))
+    return handle
+
+
+SCENARIOS: dict[str, Callable[[WorkflowEnvironment, str], Awaitable[WorkflowHandle]]] = {
+    "untouched_default_ladder": untouched_default_ladder,
+    "operator_commands": operator_commands,
+    "field_visit_reports": field_visit_reports,
+    "continue_as_new": continue_as_new,
+}
+
+
+async def _latest_run_id(client: Client, workflow_id: str) -> str:
+    # Raw, because the Java test server returns unset datetime attributes in a form the
+    # SDK's typed describe() cannot decode.
+    raw = await client.workflow_service.describe_workflow_execution(DescribeWorkflowExecutionRequest(
+        namespace=client.namespace, execution=WorkflowExecution(workflow_id=workflow_id)))
+    return raw.workflow_execution_info.execution.run_id
+
+
+async def record(name: str, out_dir: Path) -> list[Path]:
+    """Run one scenario on a fresh server; write every run of the case and its children."""
+    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=str(TEST_SERVER),
+                                                        data_converter=data_converter())
+    written: list[Path] = []
+    try:
+        await ensure_search_attributes(env.client)
+        with tempfile.TemporaryDirectory() as data:
+            queue = f"record-{name}"
+            async with build_worker(env.client, Settings(data_dir=Path(data)), task_queue=queue):
+                handle = await SCENARIOS[name](env, queue)
+                state = await env.client.get_workflow_handle(handle.id).query("status")
+                workflow_ids = [handle.id] + [e["detail"]["visit_id"] for e in state["events"]
+                                              if e["kind"] == "field_visit_started"]
+                runs = [(handle.id, handle.result_run_id)]
+                latest = await _latest_run_id(env.client, handle.id)
+                if latest != handle.result_run_id:
+                    runs.append((handle.id, latest))
+                runs += [(wid, None) for wid in workflow_ids[1:]]
+                for index, (workflow_id, run_id) in enumerate(runs):
+                    history = await env.client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+                    # The workflow id is part of replay (child ids derive from it) but not of the
+                    # exported history, so the file name carries it.
+                    path = out_dir / f"{name}--{index}--{workflow_id}.json"
+                    path.write_text(json.dumps(json.loads(history.to_json()), indent=1) + "\n")
+                    written.append(path)
+    finally:
+        await env.shutdown()
+    return written
+
+
+async def main() -> None:
+    for name in SCENARIOS:
+        for path in await record(name, HERE):
+            print(f"wrote {path.relative_to(HERE.parent.parent)}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
