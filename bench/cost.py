@@ -309,7 +309,8 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument("--days", type=int, default=200, help="most days to simulate")
     parser.add_argument("--step", type=int, default=10, help="days per env.sleep")
-    parser.add_argument("--extra", type=int, default=5, help="days to keep going after the legal hand-off")
+    parser.add_argument("--extra", type=int, default=90,
+                        help="days to keep going after the legal hand-off (default: to day 180, the ladder DESIGN.md costs)")
     args = parser.parse_args()
     # The activities log each effect through structlog; keep stdout for the table or the JSON.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),

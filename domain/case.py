@@ -61,7 +61,7 @@ class FieldVisit(BaseModel):
 class CaseEvent(BaseModel):
     at: datetime
     kind: str
-    status: Literal["accepted", "rejected", "duplicate", "sent", "blocked", "info"]
+    status: Literal["accepted", "rejected", "duplicate", "sent", "blocked", "failed", "info"]
     reason: str | None = None
     detail: dict[str, Any] = {}
 

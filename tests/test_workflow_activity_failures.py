@@ -1,0 +1,38 @@
+"""A channel that keeps failing is recorded as failed; the case carries on (activities replaced by name)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import Worker
+
+from activities.models import ContactReceipt, ContactRequest
+from tests.conftest import events, settings_for, start_case, status
+from worker import WORKFLOWS, build_activities
+
+ATTEMPTS: list[str] = []
+
+
+@activity.defn(name="send_sms")
+async def sms_provider_refuses(request: ContactRequest) -> ContactReceipt:
+    ATTEMPTS.append(request.idempotency_key)
+    raise ApplicationError("provider says the number is invalid", type="InvalidRecipient", non_retryable=True)
+
+
+async def test_a_non_retryable_channel_failure_is_recorded_and_the_case_carries_on(env, data_dir):
+    real = build_activities(settings_for(data_dir)).all()
+    activities = [a for a in real if getattr(a, "__temporal_activity_definition").name != "send_sms"]
+    async with Worker(env.client, task_queue=f"tq-{uuid.uuid4().hex}", workflows=WORKFLOWS,
+                      activities=[*activities, sms_provider_refuses]) as worker:
+        handle = await start_case(env.client, worker)
+        await env.sleep(timedelta(days=3))
+        state = await status(handle)
+    failed = events(state, "sms_failed", "failed")
+    assert len(failed) == 2 and "number is invalid" in failed[0]["reason"]
+    # Not retried: one attempt per message, each under its own key.
+    assert len(ATTEMPTS) == 2 and len(set(ATTEMPTS)) == 2
+    # The e-mail channel still works and the case is still collecting.
+    assert len(events(state, "email_sent", "sent")) == 1 and state["outcome"] is None
