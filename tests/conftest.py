@@ -9,6 +9,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+# Imported up front: otherwise hypothesis's pytest plugin first imports it in the closing summary,
+# deep in the stack, where CPython 3.11.7's ast.parse fails ("AST constructor recursion depth mismatch").
+import hypothesis  # noqa: F401
 import pytest
 import pytest_asyncio
 from temporalio.client import Client, WorkflowHandle

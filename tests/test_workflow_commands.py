@@ -188,3 +188,40 @@ async def test_cease_contact_stops_that_channel_and_records_each_blocked_contact
     assert len(events(state, "email_sent")) == 2
     assert state["ceased_channels"] == ["sms"]
     assert len(list((data_dir / "outbox" / "sms").glob("*.json"))) == 1
+
+
+async def test_every_command_is_accepted_as_a_signal(env, worker):
+    """The valid path of each command through its signal (the update path is covered above)."""
+    contact = await start_case(env.client, worker, make_loan(days_past_due=70))
+    await env.sleep(timedelta(days=1, hours=1))  # the field visit is under way
+    today = (await env.get_current_time()).date()
+    signals = [
+        ("field_visit_report", {"outcome": "met", "agents": ["field-01", "field-02"]}),
+        ("assign", {"agent": "agent-2"}),
+        ("promise_to_pay", {"amount": "50", "due_date": (today + timedelta(days=2)).isoformat()}),
+        ("payment_received", {"amount": "50", "reference": "S-1"}),
+        ("hardship", {"reason": "illness"}),
+        ("hardship_resolved", {}),
+        ("dispute", {"reason": "wrong amount"}),
+        ("dispute_resolved", {"upheld": False}),
+        ("hold", {"reason": "complaint"}),
+        ("release", {}),
+        ("cease_contact", {"channels": ["email"]}),
+        ("escalate", {"reason": "no contact"}),
+    ]
+    for name, payload in signals:
+        await contact.signal(name, payload)
+    state = await eventually(contact, lambda s: len(events(s, status_="accepted")) == len(signals))
+    assert [e["kind"] for e in events(state, status_="accepted")] == [name for name, _ in signals]
+    assert events(state, status_="rejected") == []
+    # The report arrived with the hardship in one batch; it still completed the visit.
+    state = await eventually(contact, lambda s: events(s, "field_visit_completed"))
+    assert events(state, "field_visit_completed")[0]["detail"]["outcome"] == "met"
+
+    calls = await start_case(env.client, worker, make_loan(days_past_due=40))
+    await eventually(calls, lambda s: s["open_call_tasks"])
+    await calls.signal("call_outcome", {"outcome": "refused", "agent": "agent-4"})
+    await calls.signal("close", {"outcome": "settled", "note": "paid in full at branch"})
+    result = await calls.result()
+    assert [e["kind"] for e in events(result, status_="accepted")] == ["call_outcome", "close"]
+    assert result["outcome"] == "settled"

@@ -13,7 +13,7 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from activities.channels import CollectionActivities
@@ -222,6 +222,14 @@ class LoanCollectionWorkflow:
             # Cancelling this task interrupts our wait, not the child: ask the child to stop too.
             child.cancel()
             raise
+        except ChildWorkflowError as err:
+            if visit.state != "in_progress":
+                return  # we asked for it (hold or stage change); already recorded
+            visit.state, visit.outcome = "completed", "failed"
+            self._case.record(workflow.now(), "field_visit_failed", "failed", reason=str(err.cause or err),
+                              visit_id=visit.visit_id)
+            self._changed()
+            return
         visit.state, visit.outcome = "completed", result.outcome
         self._case.record(workflow.now(), "field_visit_completed", "info", visit_id=visit.visit_id,
                           outcome=result.outcome, attempts=result.attempts, agents=result.agents)
@@ -232,7 +240,8 @@ class LoanCollectionWorkflow:
     def _reconcile_visit(self) -> None:
         """No visit goes ahead while the case is on hold: cancel it, and plan it again on release."""
         visit = self._case.visit
-        if visit is not None and visit.state == "in_progress" and self._case.paused:
+        # A report already accepted still reaches the visit: it describes a visit that took place.
+        if visit is not None and visit.state == "in_progress" and self._case.paused and not visit.unforwarded_reports:
             self._cancel_visit()
             self._case.done = [k for k in self._case.done if k != visit.treatment_key]
 
@@ -240,10 +249,19 @@ class LoanCollectionWorkflow:
         visit = self._case.visit
         if self._visit_task is not None and not self._visit_task.done():
             self._visit_task.cancel()
-        if visit is not None and visit.state == "in_progress":
-            visit.state = "cancelled"
-            self._case.record(workflow.now(), "field_visit_cancelled", "info", visit_id=visit.visit_id,
-                              reason=self._case.pause_reason or "case left the stage")
+        if visit is None or visit.state != "in_progress":
+            return
+        if visit.unforwarded_reports:
+            # The case leaves the stage before the child saw the report: the report still
+            # says how the visit went, so it completes the visit here.
+            report = visit.unforwarded_reports[-1]
+            visit.state, visit.outcome, visit.unforwarded_reports = "completed", report["outcome"], []
+            self._case.record(workflow.now(), "field_visit_completed", "info", visit_id=visit.visit_id,
+                              outcome=report["outcome"], reason="reported as the case left the stage")
+            return
+        visit.state = "cancelled"
+        self._case.record(workflow.now(), "field_visit_cancelled", "info", visit_id=visit.visit_id,
+                          reason=self._case.pause_reason or "case left the stage")
 
     # -- helpers -------------------------------------------------------------
     def _command(self, name: str, payload: Any) -> None:
