@@ -54,8 +54,15 @@ class FieldVisit(BaseModel):
     treatment_key: str
     state: Literal["in_progress", "completed", "cancelled"] = "in_progress"
     outcome: str | None = None
+    # The outcome of the last report the case accepted for this visit.
+    last_report_outcome: str | None = None
     # Reports received by the case and not yet passed on to the visit's child workflow.
     unforwarded_reports: list[dict[str, Any]] = []
+
+    @property
+    def reported_final(self) -> bool:
+        """A report other than 'nobody home' settles the visit, whatever happens to the case next."""
+        return self.last_report_outcome not in (None, "not_home")
 
 
 class CaseEvent(BaseModel):

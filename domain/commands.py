@@ -243,6 +243,7 @@ class FieldVisitReport(Command):
     def apply(self, case, strategy, now):
         assert case.visit is not None
         case.visit.unforwarded_reports.append(self.audit())
+        case.visit.last_report_outcome = self.outcome
         case.record(now, self.name, "accepted", visit_id=case.visit.visit_id, **self.audit())
 
 

@@ -240,8 +240,10 @@ class LoanCollectionWorkflow:
     def _reconcile_visit(self) -> None:
         """No visit goes ahead while the case is on hold: cancel it, and plan it again on release."""
         visit = self._case.visit
-        # A report already accepted still reaches the visit: it describes a visit that took place.
-        if visit is not None and visit.state == "in_progress" and self._case.paused and not visit.unforwarded_reports:
+        # A visit already reported on took place: its report still reaches the child, so it is
+        # not cancelled. One still to happen (none yet, or a revisit after "not home") is.
+        if (visit is not None and visit.state == "in_progress" and self._case.paused
+                and not visit.reported_final and not visit.unforwarded_reports):
             self._cancel_visit()
             self._case.done = [k for k in self._case.done if k != visit.treatment_key]
 
@@ -251,13 +253,12 @@ class LoanCollectionWorkflow:
             self._visit_task.cancel()
         if visit is None or visit.state != "in_progress":
             return
-        if visit.unforwarded_reports:
-            # The case leaves the stage before the child saw the report: the report still
-            # says how the visit went, so it completes the visit here.
-            report = visit.unforwarded_reports[-1]
-            visit.state, visit.outcome, visit.unforwarded_reports = "completed", report["outcome"], []
+        if visit.reported_final:
+            # The case leaves the stage before the child finished with the report: the report
+            # still says how the visit went, so it completes the visit here.
+            visit.state, visit.outcome, visit.unforwarded_reports = "completed", visit.last_report_outcome, []
             self._case.record(workflow.now(), "field_visit_completed", "info", visit_id=visit.visit_id,
-                              outcome=report["outcome"], reason="reported as the case left the stage")
+                              outcome=visit.outcome, reason="reported as the case left the stage")
             return
         visit.state = "cancelled"
         self._case.record(workflow.now(), "field_visit_cancelled", "info", visit_id=visit.visit_id,
