@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import io
 import os
 import sys
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from pathlib import Path
 from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError
 
 from activities.templates import TemplateBook
 from domain.errors import Rejected
@@ -45,7 +47,11 @@ class IntakeReport:
 
 
 class PortfolioError(ValueError):
-    """The file as a whole is unusable (missing, empty, or missing required columns)."""
+    """The file as a whole is unusable (missing, not UTF-8, or missing required columns)."""
+
+
+class IntakeError(RuntimeError):
+    """Intake cannot run at all (the Temporal server is unreachable)."""
 
 
 def read_portfolio(path: Path) -> tuple[list[tuple[int, Loan]], list[tuple[int, str]]]:
@@ -55,7 +61,11 @@ def read_portfolio(path: Path) -> tuple[list[tuple[int, Loan]], list[tuple[int, 
     loans: list[tuple[int, Loan]] = []
     rejected: list[tuple[int, str]] = []
     seen: dict[str, int] = {}
-    with path.open(newline="", encoding="utf-8-sig") as handle:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise PortfolioError(f"{path}: not UTF-8 text (byte {err.start}); save the file as UTF-8") from None
+    with io.StringIO(text, newline="") as handle:
         reader = csv.DictReader(handle)
         header = [h.strip() for h in reader.fieldnames or []]
         missing = [c for c in REQUIRED_COLUMNS if c not in header]
@@ -83,7 +93,7 @@ async def start_cases(client: Client, loans: list[tuple[int, Loan]], strategy: S
                       report: IntakeReport, concurrency: int = 32) -> None:
     gate = asyncio.Semaphore(concurrency)
 
-    async def start(loan: Loan) -> None:
+    async def start(line: int, loan: Loan) -> None:
         async with gate:
             try:
                 await client.start_workflow(
@@ -97,8 +107,12 @@ async def start_cases(client: Client, loans: list[tuple[int, Loan]], strategy: S
                 report.started.append(loan.loan_id)
             except WorkflowAlreadyStartedError:
                 report.existing.append(loan.loan_id)
+            except RPCError as err:
+                # One row the server refused does not stop the others.
+                report.rejected.append((line, f"not started: {err.message}"))
 
-    await asyncio.gather(*(start(loan) for _, loan in loans))
+    await asyncio.gather(*(start(line, loan) for line, loan in loans))
+    report.rejected.sort()
 
 
 async def intake(path: Path, strategy_name: str, settings: Settings, client: Client | None = None,
@@ -106,7 +120,11 @@ async def intake(path: Path, strategy_name: str, settings: Settings, client: Cli
     strategy = load_strategy(strategy_name, settings.strategies_dir, TemplateBook(settings.templates_dir))
     loans, rejected = read_portfolio(path)
     report = IntakeReport(rejected=rejected)
-    client = client or await connect(settings)
+    if client is None:
+        try:
+            client = await connect(settings)
+        except RuntimeError as err:  # the SDK reports an unreachable server as a RuntimeError
+            raise IntakeError(f"cannot reach Temporal at {settings.temporal_address}: {err}") from None
     await start_cases(client, loans, strategy, task_queue or settings.task_queue, report)
     return report
 
@@ -119,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         report = asyncio.run(intake(args.file, args.strategy, Settings.from_env(), task_queue=args.task_queue))
-    except (PortfolioError, StrategyError) as err:
+    except (PortfolioError, StrategyError, IntakeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     for line, reason in report.rejected:

@@ -14,7 +14,7 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
-from domain.case import CaseState, Hold, PromiseToPay, promise_deadline
+from domain.case import CaseState, Hold, PromiseToPay, promise_deadline, tick
 from domain.errors import Rejected
 from domain.money import parse_amount
 from domain.stages import Channel, Outcome
@@ -111,6 +111,10 @@ class PromiseToPayCommand(Command):
         amount = parse_amount(self.amount, case.currency, "amount")
         if amount > case.outstanding:
             raise Rejected("amount", f"is more than the outstanding {case.outstanding} {case.currency}")
+        floor = min(case.amount_past_due, case.amount_past_due * strategy.promise.min_share)
+        if amount < floor:
+            raise Rejected("amount", f"is below {strategy.promise.min_share:%} of the past-due amount "
+                                     f"({floor:.2f} {case.currency})")
         if self.due_date < now.date():
             raise Rejected("due_date", f"{self.due_date} is in the past")
         latest = (now + strategy.promise.horizon).date()
@@ -132,7 +136,7 @@ class PromiseToPayCommand(Command):
 class HardshipReported(Command):
     name = "hardship"
     reason: str = _Text
-    until: date | datetime | None = None
+    until: datetime | date | None = None
 
     def check(self, case, strategy, now):
         _check_until(self.deadline, now, strategy.hardship_max)
@@ -263,7 +267,7 @@ class Escalate(Command):
 class OperatorHold(Command):
     name = "hold"
     reason: str = _Text
-    until: date | datetime | None = None
+    until: datetime | date | None = None
 
     def check(self, case, strategy, now):
         _check_until(self.deadline, now, None)
@@ -293,6 +297,11 @@ class Close(Command):
     name = "close"
     outcome: Outcome
     note: str = _Text
+
+    def check(self, case, strategy, now):
+        if self.outcome is Outcome.CURED and case.amount_past_due > 0:
+            raise Rejected("outcome", f"cured means the past-due amount is paid; "
+                                      f"{case.amount_past_due} {case.currency} is still past due")
 
     def apply(self, case, strategy, now):
         case.record(now, self.name, "accepted", **self.audit())
@@ -337,8 +346,21 @@ def parse(name: str, payload: Any, case: CaseState, strategy: Strategy, now: dat
     return command
 
 
+def validate(name: str, payload: Any, case: CaseState, strategy: Strategy, now: datetime) -> None:
+    """:func:`parse` against the case as it stands at ``now`` (after whatever fell due), without
+    changing it: what an update's validator runs."""
+    probe = case.model_copy(deep=True)
+    tick(probe, strategy, now)
+    parse(name, payload, probe, strategy, now)
+
+
 def handle(name: str, payload: Any, case: CaseState, strategy: Strategy, now: datetime) -> bool:
-    """Apply a command, or record its refusal in the case's events. Never raises for bad input."""
+    """Apply a command, or record its refusal in the case's events. Never raises for bad input.
+
+    Whatever fell due first (a promise deadline, the end of a hold) is applied first: after an
+    outage a signal can arrive in the same workflow task as the timer that was due before it.
+    """
+    tick(case, strategy, now)
     try:
         command = parse(name, payload, case, strategy, now)
     except Rejected as err:

@@ -8,11 +8,11 @@ instead of waking every day.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
 
 from domain.case import CaseState
 from domain.stages import Channel, Stage
-from domain.strategy import Strategy
+from domain.strategy import StageConfig, Strategy
 
 MISSED_CALL_OUTCOMES = ("no_answer", "left_message")
 
@@ -67,9 +67,6 @@ def decide(case: CaseState, strategy: Strategy, now: datetime) -> Step:
     if case.outcome is not None:
         return Finish()
     following = case.stage.following()
-    if case.exit_requested and following is not None:
-        return Advance(following, case.exit_requested)
-
     config = strategy.stages[case.stage]
     wakes: list[tuple[datetime, str]] = [(h.until, f"{h.kind} hold ends") for h in case.holds if h.until]
 
@@ -78,15 +75,20 @@ def decide(case: CaseState, strategy: Strategy, now: datetime) -> Step:
         policy = strategy.promise
         # A courtesy reminder, not a demand: never while a dispute, hardship or operator hold applies.
         only_promise_hold = all(h.kind == "promise" for h in case.holds)
-        if (policy.reminder_before is not None and policy.reminder_template and not promise.reminded
-                and only_promise_hold):
-            remind_at = promise.deadline - policy.grace - policy.reminder_before
+        remind_at = (_midnight(promise.due_date) - policy.reminder_before
+                     if policy.reminder_before is not None else None)
+        # No reminder for a promise made after its reminder time (due today or tomorrow).
+        if (remind_at is not None and remind_at > promise.made_at and policy.reminder_template
+                and not promise.reminded and only_promise_hold):
             if now >= remind_at:
                 return _act_or_block(case, Channel.SMS, policy.reminder_template, "promise_reminder")
             wakes.append((remind_at, "promise reminder"))
         wakes.append((promise.deadline, "promise due"))
 
     if not case.paused:
+        # Escalation waits out any hold: nothing moves a disputed or paused case on.
+        if case.exit_requested and following is not None:
+            return Advance(following, case.exit_requested)
         clock = case.stage_clock(now)
         for task in case.calls:
             if task.outcome in MISSED_CALL_OUTCOMES and not task.followed_up and config.missed_call_sms:
@@ -99,22 +101,45 @@ def decide(case: CaseState, strategy: Strategy, now: datetime) -> Step:
                 if clock >= offset:
                     return _act_or_block(case, treatment.channel, treatment.template, key)
                 wakes.append((now + (offset - clock), f"{treatment.channel.value} due"))
-        if config.dwell is not None and following is not None:
-            if clock >= config.dwell:
-                return Advance(following, f"{case.stage.value} dwell of {config.dwell} over")
-            wakes.append((now + (config.dwell - clock), f"{case.stage.value} ends"))
+        end = _stage_end(case, config, now, clock) if following is not None else None
+        if end is not None:
+            ends_at, why = end
+            if now >= ends_at:
+                return Advance(following, why)
+            wakes.append((ends_at, f"{case.stage.value} ends"))
 
     if case.amount_past_due > 0:
         dpd = case.days_past_due(now)
         bucket = next((b for b in strategy.dpd_buckets if b > dpd), None)
         if bucket is not None:
-            day = case.intake_at.date() + timedelta(days=bucket - case.dpd_at_intake)
-            wakes.append((datetime.combine(day, time.min, tzinfo=timezone.utc), f"DPD reaches {bucket}"))
+            at = _dpd_reached(case, bucket)
+            if all(when != at for when, _ in wakes):  # a stage ending then says more than the bucket
+                wakes.append((at, f"DPD reaches {bucket}"))
 
     if not wakes:
         return Wait(None, "waiting for an operator" if not case.paused else f"paused ({case.pause_reason})")
     until, reason = min(wakes)
     return Wait(until, reason)
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=timezone.utc)
+
+
+def _dpd_reached(case: CaseState, dpd: int) -> datetime:
+    """The moment (UTC midnight) the case's days past due reach ``dpd``."""
+    return _midnight(case.intake_at.date() + timedelta(days=dpd - case.dpd_at_intake))
+
+
+def _stage_end(case: CaseState, config: StageConfig, now: datetime, clock: timedelta) -> tuple[datetime, str] | None:
+    """When the current stage ends, given the stage clock runs from ``now`` (the case is not on hold)."""
+    ends: list[tuple[datetime, str]] = []
+    if config.dwell is not None:
+        ends.append((now + (config.dwell - clock), f"{case.stage.value} dwell of {config.dwell} over"))
+    if config.leave_at_dpd is not None:
+        by_dpd = max(_dpd_reached(case, config.leave_at_dpd), now + (config.min_dwell - clock))
+        ends.append((by_dpd, f"days past due reached {config.leave_at_dpd}"))
+    return min(ends) if ends else None
 
 
 def _act_or_block(case: CaseState, channel: Channel, template: str | None, key: str) -> Act | Block:

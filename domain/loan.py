@@ -38,7 +38,6 @@ class Loan(BaseModel):
     days_past_due: int
     product: str
     risk_grade: str
-    extra: dict[str, str] = {}
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> "Loan":
@@ -76,11 +75,12 @@ class Loan(BaseModel):
         digits = clean["phone"].lstrip("+").replace(" ", "").replace("-", "")
         if not digits.isdigit() or not 7 <= len(digits) <= 15:
             raise Rejected("phone", "is not a phone number (7 to 15 digits, optional leading +)")
-        extra = {k: v for k, v in clean.items() if k not in REQUIRED_COLUMNS}
+        # Extra columns are allowed and dropped: whatever they hold (national ids, notes) never
+        # reaches workflow history.
         return cls(
             loan_id=loan_id, borrower_name=clean["borrower_name"], phone=clean["phone"],
             email=clean["email"], address=clean["address"], timezone=clean["timezone"],
             jurisdiction=jurisdiction, currency=currency, outstanding_amount=outstanding,
             amount_past_due=past_due, days_past_due=dpd, product=clean["product"].lower(),
-            risk_grade=grade, extra=extra,
+            risk_grade=grade,
         )

@@ -53,7 +53,14 @@ class VisitPlan(_Model):
 
 
 class StageConfig(_Model):
+    """One rung of the ladder. A stage ends when days past due reach ``leave_at_dpd`` (after at
+    least ``min_dwell`` on the stage clock), or after ``dwell`` on the stage clock, whichever
+    comes first; or early on an ``exit_on`` outcome. The stage clock stops while a case is on
+    hold, so a long pause compresses the following stages to their minimum, never skips them."""
+
     dwell: Duration | None = None
+    leave_at_dpd: int | None = Field(default=None, ge=1)
+    min_dwell: Duration = timedelta(0)
     treatments: list[Treatment] = []
     missed_call_sms: str | None = None
     visit: VisitPlan | None = None
@@ -63,6 +70,8 @@ class StageConfig(_Model):
     def _consistent(self) -> "StageConfig":
         if self.dwell is not None and self.dwell <= timedelta(0):
             raise ValueError("dwell must be positive")
+        if self.dwell is not None and self.min_dwell > self.dwell:
+            raise ValueError("min_dwell must not exceed dwell")
         has_visit = any(t.channel is Channel.VISIT for t in self.treatments)
         if has_visit and self.visit is None:
             raise ValueError("a visit treatment needs a [visit] plan in the same stage")
@@ -109,6 +118,9 @@ class Segment(_Model):
 
 class PromisePolicy(_Model):
     horizon: Duration = timedelta(days=14)
+    # A promise must cover at least this share of the past-due amount, so a stream of token
+    # promises cannot hold escalation off indefinitely.
+    min_share: Decimal = Field(default=Decimal("0.2"), ge=0, le=1)
     grace: Duration = timedelta(days=2)
     reminder_before: Duration | None = timedelta(days=1)
     reminder_template: str | None = "promise_reminder"
@@ -118,8 +130,6 @@ class PromisePolicy(_Model):
 class Strategy(_Model):
     name: str
     description: str = ""
-    # The demo strategy contacts at any hour; production strategies never set this.
-    contact_any_hour: bool = False
     hardship_max: Duration = timedelta(days=90)
     # Days past due at which a case wakes to refresh its DaysPastDue search attribute, so
     # supervisors' bucket filters stay right without a daily wake-up.

@@ -49,6 +49,10 @@ class Settings:
             **({"field_agents": [a.strip() for a in agents.split(",") if a.strip()]} if agents else {}),
         )
 
+    def __post_init__(self) -> None:
+        if not self.field_agents:
+            raise ValueError("ARREARS_FIELD_AGENTS: name at least one field agent (comma-separated)")
+
     @property
     def strategies_dir(self) -> Path:
         return self.root / "strategies"

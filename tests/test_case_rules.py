@@ -20,8 +20,17 @@ from tests.conftest import make_loan, strategy
 UTC = timezone.utc
 T0 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
-# Without DPD-bucket wake-ups, so a Wait shows only the ladder's own timers.
-QUIET = strategy(dpd_buckets=[])
+
+
+def _dwell_only(base: Strategy) -> Strategy:
+    """The default ladder with stages ending on their dwell alone and no DPD-bucket wake-ups,
+    so a Wait shows only the stage clock's own timers."""
+    stages = {stage: config.model_copy(update={"leave_at_dpd": None, "min_dwell": timedelta(0)})
+              for stage, config in base.stages.items()}
+    return base.model_copy(update={"dpd_buckets": [], "stages": stages})
+
+
+QUIET = _dwell_only(strategy())
 DEFAULT = strategy()
 
 
@@ -142,8 +151,9 @@ def test_litigation_waits_for_an_operator_after_the_hand_off():
 
 
 def test_a_case_wakes_when_days_past_due_reach_the_next_bucket():
-    case = new_case(DEFAULT, days_past_due=5)
-    _, stop = run_due(case, T0 + 10 * DAY, DEFAULT)
+    buckets = QUIET.model_copy(update={"dpd_buckets": [31, 61]})  # stages end on dwell alone
+    case = new_case(buckets, days_past_due=5)
+    _, stop = run_due(case, T0 + 10 * DAY, buckets)
     # DPD 5 on 3 March: DPD 31 on 29 March, at midnight UTC, before the reminder stage ends.
     assert stop == Wait(datetime(2025, 3, 29, tzinfo=UTC), "DPD reaches 31")
     assert case.days_past_due(datetime(2025, 3, 29, tzinfo=UTC)) == 31
@@ -299,17 +309,31 @@ def test_a_promise_to_pay_holds_the_case_until_its_deadline():
     assert case.pause_reason == "promise: promise to pay by 2025-03-10"
 
 
-def test_a_promise_reminder_goes_out_at_the_start_of_the_due_date():
+def test_a_promise_reminder_goes_out_the_day_before_the_due_date():
     case = new_case()
     run_due(case, T0)
     send(case, "promise_to_pay", {"amount": "200.00", "due_date": "2025-03-10"})
-    remind_at = datetime(2025, 3, 10, tzinfo=UTC)
+    remind_at = datetime(2025, 3, 9, tzinfo=UTC)
     assert decide(case, QUIET, T0) == Wait(remind_at, "promise reminder")
     step = decide(case, QUIET, remind_at)
     assert step == Act(Channel.SMS, "promise_reminder", "promise_reminder")
     mark_done(case, step.key)
     assert case.promise.reminded
     assert decide(case, QUIET, remind_at) == Wait(datetime(2025, 3, 13, tzinfo=UTC), "promise due")
+
+
+def test_a_promise_made_after_its_reminder_time_gets_no_reminder():
+    case = new_case()
+    run_due(case, T0)
+    send(case, "promise_to_pay", {"amount": "200.00", "due_date": "2025-03-04"})  # due tomorrow
+    assert decide(case, QUIET, T0 + timedelta(hours=1)) == Wait(datetime(2025, 3, 7, tzinfo=UTC), "promise due")
+
+
+def test_a_promise_below_the_strategy_minimum_share_is_refused():
+    case = new_case(amount_past_due="450.00")
+    error = refusal(case, "promise_to_pay", {"amount": "89.99", "due_date": "2025-03-10"})
+    assert error.field == "amount" and "below 20% of the past-due amount (90.00 USD)" in error.reason
+    assert send(case, "promise_to_pay", {"amount": "90.00", "due_date": "2025-03-10"})
 
 
 def test_no_promise_reminder_is_sent_while_the_debt_is_disputed():
@@ -536,8 +560,8 @@ def test_a_wrong_number_blocks_later_calls_and_sms():
     call = next(s for s in steps if s.channel is Channel.CALL)
     assert isinstance(call, Block) and "phone number" in call.reason
     assert any(isinstance(s, Act) and s.channel is Channel.EMAIL for s in steps)
-    send(case, "promise_to_pay", {"amount": "100", "due_date": "2025-03-06"}, at=T0 + 3 * DAY)
-    reminder = decide(case, QUIET, datetime(2025, 3, 6, tzinfo=UTC))
+    send(case, "promise_to_pay", {"amount": "100", "due_date": "2025-03-09"}, at=T0 + 3 * DAY)
+    reminder = decide(case, QUIET, datetime(2025, 3, 8, tzinfo=UTC))
     assert isinstance(reminder, Block) and reminder.channel is Channel.SMS
     assert "phone number" in reminder.reason
 
@@ -651,7 +675,7 @@ def test_status_shows_a_pending_promise_the_pause_and_the_next_wake():
     assert state["promise"]["state"] == "pending" and state["promise"]["amount"] == "200.00"
     assert state["promise"]["due_date"] == "2025-03-10"
     assert state["paused"] is True and state["pause_reason"].startswith("promise:")
-    assert state["next_action_at"] == "2025-03-10T00:00:00+00:00"
+    assert state["next_action_at"] == "2025-03-09T00:00:00+00:00"
 
 
 def test_status_shows_rejected_commands_with_their_reason():
@@ -680,3 +704,69 @@ def test_days_past_due_keep_advancing_while_the_case_is_paused():
     case = new_case(days_past_due=5)
     send(case, "hardship", {"reason": "ill"})
     assert status(case, QUIET, T0 + 10 * DAY)["days_past_due"] == 15
+
+
+# -- stage ends by days past due, escalation and holds, time before commands ----------------
+
+def test_the_reminder_stage_ends_when_days_past_due_reach_31():
+    case = new_case(DEFAULT, days_past_due=5)
+    _, step = run_due(case, T0 + 25 * DAY, DEFAULT)
+    assert step == Wait(datetime(2025, 3, 29, tzinfo=UTC), "reminder ends")  # day 26, not day 30
+    assert decide(case, DEFAULT, datetime(2025, 3, 29, tzinfo=UTC)) == Advance(
+        Stage.CONTACT, "days past due reached 31")
+
+
+def test_a_loan_arriving_late_in_its_bucket_still_gets_the_minimum_dwell():
+    case = new_case(DEFAULT, days_past_due=25)
+    run_due(case, T0 + 7 * DAY - timedelta(seconds=1), DEFAULT)
+    assert isinstance(decide(case, DEFAULT, T0 + 7 * DAY - timedelta(seconds=1)), Wait)
+    assert decide(case, DEFAULT, T0 + 7 * DAY) == Advance(Stage.CONTACT, "days past due reached 31")
+
+
+def test_after_a_long_hardship_each_stage_still_gets_its_minimum_dwell():
+    case = new_case(DEFAULT, days_past_due=20)
+    send(case, "hardship", {"reason": "hospitalised"}, strat=DEFAULT)
+    send(case, "hardship_resolved", {}, at=T0 + 60 * DAY, strat=DEFAULT)  # now DPD 80
+    released = T0 + 60 * DAY
+    _, step = run_due(case, released + 7 * DAY - timedelta(seconds=1), DEFAULT)
+    assert step == Wait(released + 7 * DAY, "reminder ends")
+    assert decide(case, DEFAULT, released + 7 * DAY) == Advance(Stage.CONTACT, "days past due reached 31")
+
+
+def test_no_escalation_happens_while_the_case_is_on_hold():
+    case = new_case()
+    send(case, "dispute", {"reason": "not mine"})
+    assert send(case, "escalate", {"reason": "supervisor decision"})
+    assert isinstance(decide(case, QUIET, T0 + DAY), Wait)
+    send(case, "dispute_resolved", {"upheld": False}, at=T0 + 2 * DAY)
+    assert decide(case, QUIET, T0 + 2 * DAY) == Advance(Stage.CONTACT, "operator: supervisor decision")
+
+
+def test_a_payment_arriving_after_the_promise_deadline_does_not_keep_the_broken_promise():
+    case = new_case()
+    send(case, "promise_to_pay", {"amount": "100", "due_date": "2025-03-05"})
+    # The deadline (2025-03-08 00:00) passed while the worker was down; the payment comes first.
+    assert send(case, "payment_received", {"amount": "100", "reference": "late"}, at=datetime(2025, 3, 9, tzinfo=UTC))
+    assert case.promise.state == "broken" and case.promises_broken == 1 and case.promises_kept == 0
+
+
+def test_validate_sees_what_fell_due_without_changing_the_case():
+    from domain.commands import validate
+
+    case = new_case()
+    send(case, "promise_to_pay", {"amount": "100", "due_date": "2025-03-05"})
+    later = datetime(2025, 3, 9, tzinfo=UTC)
+    validate("promise_to_pay", {"amount": "100", "due_date": "2025-03-12"}, case, QUIET, later)
+    assert case.promise.state == "pending"  # untouched: the validator must not change the case
+
+
+def test_close_as_cured_is_refused_while_arrears_remain():
+    case = new_case()
+    error = refusal(case, "close", {"outcome": "cured", "note": "looks fine"})
+    assert error.field == "outcome" and "450.00 USD is still past due" in error.reason
+
+
+def test_a_hold_until_keeps_its_utc_offset():
+    case = new_case()
+    assert send(case, "hold", {"reason": "review", "until": "2025-03-20T00:00:00+08:00"})
+    assert case.hold("operator").until == datetime(2025, 3, 19, 16, tzinfo=UTC)

@@ -130,7 +130,7 @@ async def test_intake_workers_and_operators_work_together_on_the_dev_server(
     wid = f"loan-{ids[0]}"
     due = (date.today() + timedelta(days=3)).isoformat()
     out = _cli(address, "workflow", "update", "execute", "--workflow-id", wid, "--name", "promise_to_pay",
-               "--input", json.dumps({"amount": "500.00", "due_date": due, "agent": "agent-7"}))
+               "--input", json.dumps({"amount": "800.00", "due_date": due, "agent": "agent-7"}))
     updated = json.loads(out)
     state = updated.get("result", updated)
     assert state["promise"]["state"] == "pending" and state["paused"] is True
@@ -142,7 +142,7 @@ async def test_intake_workers_and_operators_work_together_on_the_dev_server(
     assert refused.returncode != 0 and "amount: must be positive" in (refused.stdout + refused.stderr)
     # ... signals apply, and an invalid one is recorded, not fatal.
     _cli(address, "workflow", "signal", "--workflow-id", wid, "--name", "payment_received",
-         "--input", json.dumps({"amount": "500.00", "reference": "BANK-1"}))
+         "--input", json.dumps({"amount": "800.00", "reference": "BANK-1"}))
     _cli(address, "workflow", "signal", "--workflow-id", wid, "--name", "hardship", "--input", json.dumps({}))
 
     async def promise_kept():
@@ -150,13 +150,13 @@ async def test_intake_workers_and_operators_work_together_on_the_dev_server(
         return state if state["promise"]["state"] == "kept" and any(
             e["status"] == "rejected" and e["kind"] == "hardship" for e in state["events"]) else None
     state = await _eventually(promise_kept)
-    assert state["amount_past_due"] == "3300.00" and state["paused"] is False
+    assert state["amount_past_due"] == "3000.00" and state["paused"] is False
     queried = json.loads(_cli(address, "workflow", "query", "--workflow-id", wid, "--type", "status"))
     assert queried["queryResult"][0]["loan_id"] == ids[0]
 
     # Paying the arrears cures the case; the workflow completes.
     _cli(address, "workflow", "signal", "--workflow-id", wid, "--name", "payment_received",
-         "--input", json.dumps({"amount": "3300.00", "reference": "BANK-2"}))
+         "--input", json.dumps({"amount": "3000.00", "reference": "BANK-2"}))
     result = await client.get_workflow_handle(wid).result()
     assert result["outcome"] == "cured"
 
@@ -194,3 +194,19 @@ def test_starter_refuses_an_unknown_strategy(run_env, tmp_path: Path):
     path, _ = _portfolio(tmp_path / "p.csv", "S")
     result = _run([sys.executable, "starter.py", "--file", str(path), "--strategy", "aggressive"], run_env)
     assert result.returncode == 2 and "no such strategy (available: default, demo)" in result.stderr
+
+
+def test_starter_reports_an_unreachable_server_in_one_line(tmp_path: Path):
+    path, _ = _portfolio(tmp_path / "p.csv", "U")
+    env = {**os.environ, "TEMPORAL_ADDRESS": "127.0.0.1:1"}
+    result = _run([sys.executable, "starter.py", "--file", str(path), "--strategy", "demo"], env)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: cannot reach Temporal at 127.0.0.1:1")
+    assert "Traceback" not in result.stderr
+
+
+def test_starter_refuses_a_file_that_is_not_utf8(run_env, tmp_path: Path):
+    bad = tmp_path / "latin1.csv"
+    bad.write_bytes((HEADER + "\nX,Jos\xe9,+15555550123,a@example.com,x,UTC,US,USD,1.00,1.00,5,bnpl,A,x\n").encode("latin-1"))
+    result = _run([sys.executable, "starter.py", "--file", str(bad)], run_env)
+    assert result.returncode == 2 and "not UTF-8 text" in result.stderr

@@ -80,17 +80,17 @@ def test_the_valid_test_strategy_loads(tmp_path):
 def test_the_demo_ladder_walks_all_stages_within_three_minutes():
     demo = load_strategy("demo", STRATEGIES, TEMPLATES)
     assert _total_dwell(demo) <= timedelta(seconds=180)
-    assert demo.contact_any_hour is True
     # every treatment fires inside its stage, or the demo would skip it
     for stage in LADDER:
         config = demo.stages[stage]
         assert all(offset < config.dwell for t in config.treatments for offset in t.at)
 
 
-def test_the_default_ladder_takes_about_four_to_six_months_and_never_contacts_at_any_hour():
+def test_the_default_ladder_follows_the_dpd_buckets_within_four_to_six_months():
     default = load_strategy("default", STRATEGIES, TEMPLATES)
     assert timedelta(days=105) <= _total_dwell(default) <= timedelta(days=200)
-    assert default.contact_any_hour is False
+    leave = [default.stages[stage].leave_at_dpd for stage in LADDER[:3]]
+    assert leave == [31, 61, 91]
     assert default.promise.broken_to_escalate == 2
 
 

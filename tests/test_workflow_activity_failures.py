@@ -10,7 +10,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
 from activities.models import ContactReceipt, ContactRequest
-from tests.conftest import events, settings_for, start_case, status
+from tests.conftest import events, make_loan, settings_for, start_case, status
 from worker import WORKFLOWS, build_activities
 
 ATTEMPTS: list[str] = []
@@ -36,3 +36,27 @@ async def test_a_non_retryable_channel_failure_is_recorded_and_the_case_carries_
     assert len(ATTEMPTS) == 2 and len(set(ATTEMPTS)) == 2
     # The e-mail channel still works and the case is still collecting.
     assert len(events(state, "email_sent", "sent")) == 1 and state["outcome"] is None
+
+
+LETTER_ATTEMPTS: list[int] = []
+
+
+@activity.defn(name="issue_letter")
+async def letter_printer_jams_twice(request: ContactRequest) -> ContactReceipt:
+    LETTER_ATTEMPTS.append(activity.info().attempt)
+    if activity.info().attempt < 3:
+        raise RuntimeError("printer jammed")
+    return ContactReceipt(idempotency_key=request.idempotency_key, channel="letter", message_id="m",
+                          location="/letters/x.txt", sha256="0" * 64)
+
+
+async def test_the_legal_letter_is_retried_until_it_is_issued(env, data_dir):
+    real = build_activities(settings_for(data_dir)).all()
+    activities = [a for a in real if getattr(a, "__temporal_activity_definition").name != "issue_letter"]
+    async with Worker(env.client, task_queue=f"tq-{uuid.uuid4().hex}", workflows=WORKFLOWS,
+                      activities=[*activities, letter_printer_jams_twice]) as worker:
+        handle = await start_case(env.client, worker, make_loan(days_past_due=95))
+        await env.sleep(timedelta(days=1))
+        state = await status(handle)
+    assert LETTER_ATTEMPTS == [1, 2, 3]
+    assert len(events(state, "letter_sent", "sent")) == 1 and not events(state, "letter_failed")

@@ -99,3 +99,63 @@ async def test_a_hold_cancels_a_planned_visit_and_release_plans_it_again(env, wo
     await handle.execute_update("hardship_resolved", {})
     state = await _visit_started(handle)
     assert state["field_visit"]["visit_id"] != first_visit
+
+
+async def _child_status(env, visit_id: str, wanted: WorkflowExecutionStatus) -> WorkflowExecutionStatus:
+    child = env.client.get_workflow_handle(visit_id)
+    for _ in range(100):  # the cancellation reaches the child workflow a moment later
+        current = (await child.describe()).status
+        if current == wanted:
+            return current
+        await asyncio.sleep(0.05)
+    return current
+
+
+async def test_cease_contact_on_visits_cancels_a_planned_visit_for_good(env, worker, data_dir):
+    handle = await start_case(env.client, worker, make_loan(days_past_due=70))
+    await env.sleep(timedelta(days=1, hours=1))
+    state = await _visit_started(handle)
+    await handle.execute_update("cease_contact", {"channels": ["visit"]})
+    state = await eventually(handle, lambda s: s["field_visit"]["state"] == "cancelled")
+    assert await _child_status(env, state["field_visit"]["visit_id"],
+                               WorkflowExecutionStatus.CANCELED) == WorkflowExecutionStatus.CANCELED
+    await env.sleep(timedelta(days=5))
+    state = await status(handle)
+    assert [e["reason"] for e in events(state, "visit_blocked")] == [
+        "borrower asked to cease contact on this channel"]
+    assert len(list((data_dir / "queues" / "visits").glob("*.json"))) == 1
+
+
+async def test_a_hold_arriving_with_a_not_home_report_cancels_the_revisit(env, worker, data_dir):
+    handle = await start_case(env.client, worker, make_loan(days_past_due=70))
+    await env.sleep(timedelta(days=1, hours=1))
+    state = await _visit_started(handle)
+    # Back to back: they may land in one workflow task or two; the outcome must be the same.
+    await handle.signal("field_visit_report", {"outcome": "not_home"})
+    await handle.signal("dispute", {"reason": "already paid"})
+    state = await eventually(handle, lambda s: s["field_visit"]["state"] == "cancelled")
+    assert await _child_status(env, state["field_visit"]["visit_id"],
+                               WorkflowExecutionStatus.CANCELED) == WorkflowExecutionStatus.CANCELED
+    await env.sleep(timedelta(days=12))
+    assert not list((data_dir / "queues" / "supervisor").glob("*.json"))  # no overdue chase while disputed
+    assert (await status(handle))["stage"] == "field_visit"
+
+
+async def test_a_hold_withdraws_the_open_call_task(env, worker):
+    handle = await start_case(env.client, worker, make_loan(days_past_due=40))
+    await eventually(handle, lambda s: s["open_call_tasks"])
+    await handle.execute_update("hold", {"reason": "complaint under review"})
+    state = await eventually(handle, lambda s: not s["open_call_tasks"])
+    assert events(state, "call_task_withdrawn")[0]["reason"] == "operator: complaint under review"
+    with pytest.raises(WorkflowUpdateFailedError):
+        await handle.execute_update("call_outcome", {"outcome": "reached"})
+
+
+async def test_escalation_waits_until_a_dispute_is_resolved(env, worker):
+    handle = await start_case(env.client, worker)
+    await handle.execute_update("dispute", {"reason": "not my loan"})
+    await handle.execute_update("escalate", {"reason": "supervisor"})
+    await env.sleep(timedelta(days=3))
+    assert (await status(handle))["stage"] == "reminder"
+    await handle.execute_update("dispute_resolved", {"upheld": False})
+    await eventually(handle, lambda s: s["stage"] == "contact")

@@ -24,10 +24,11 @@ async def test_an_untouched_case_walks_every_stage_of_the_default_ladder(env, wo
     entries = stage_entries(state)
     assert [stage for stage, _ in entries] == ["reminder", "contact", "field_visit", "legal_letter", "litigation"]
     durations = [_days_between(a, b) for (_, a), (_, b) in zip(entries, entries[1:])]
-    # 30 days of reminders, 30 of agent contact; the field visit report never comes, so the
-    # visit is flagged overdue (planned day 1 + 5 days lead + 3 days to report) and the stage
-    # ends early on "overdue"; the letter's 15-day response period; then litigation.
-    assert [round(d, 2) for d in durations] == [30.0, 30.0, 9.0, 15.0]
+    # Reminders until DPD 31 (26 days, from DPD 5), agent contact until DPD 61; the field visit
+    # report never comes, so the visit is flagged overdue (planned day 1 + 5 days lead + 3 days
+    # to report) and the stage ends early on "overdue"; the letter's 15-day response period.
+    assert [round(d) for d in durations] == [26, 30, 9, 15]
+    assert events(state, "stage_entered")[0]["reason"] == "days past due reached 31"
     assert state["stage"] == "litigation" and state["next_action"] == "DPD reaches 151"
 
     sent = [(e["kind"], e["detail"].get("template")) for e in events(state, status_="sent")]

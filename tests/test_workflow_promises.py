@@ -57,7 +57,7 @@ async def test_every_second_broken_promise_escalates_one_stage_early(env, worker
     handle = await start_case(env.client, worker, make_loan(days_past_due=5))
     for round_ in (1, 2):
         state = await status(handle)
-        await handle.execute_update("promise_to_pay", {"amount": "50", "due_date": await _due(env, 2)})
+        await handle.execute_update("promise_to_pay", {"amount": "100", "due_date": await _due(env, 2)})
         await env.sleep(timedelta(days=5))
         state = await status(handle)
         assert state["promises_broken"] == round_
@@ -68,8 +68,9 @@ async def test_every_second_broken_promise_escalates_one_stage_early(env, worker
 @pytest.mark.parametrize("payload, reason", [
     ({"amount": "0", "due_date": "2030-01-01"}, "amount: must be positive"),
     ({"amount": "9999999", "due_date": "2030-01-01"}, "amount: is more than the outstanding"),
-    ({"amount": "10.001", "due_date": "2030-01-01"}, "more decimals than USD allows"),
-    ({"amount": "10", "due_date": "2099-01-01"}, "beyond the strategy's promise horizon"),
+    ({"amount": "100.001", "due_date": "2030-01-01"}, "more decimals than USD allows"),
+    ({"amount": "89.99", "due_date": "2030-01-01"}, "below 20% of the past-due amount (90.00 USD)"),
+    ({"amount": "100", "due_date": "2099-01-01"}, "beyond the strategy's promise horizon"),
 ])
 async def test_an_invalid_promise_is_refused_with_its_reason(env, worker, payload, reason):
     handle = await start_case(env.client, worker)
@@ -81,9 +82,9 @@ async def test_an_invalid_promise_is_refused_with_its_reason(env, worker, payloa
 async def test_a_second_promise_while_one_is_pending_is_refused(env, worker):
     handle = await start_case(env.client, worker)
     state = await status(handle)
-    await handle.execute_update("promise_to_pay", {"amount": "10", "due_date": await _due(env, 3)})
+    await handle.execute_update("promise_to_pay", {"amount": "100", "due_date": await _due(env, 3)})
     with pytest.raises(WorkflowUpdateFailedError) as failure:
-        await handle.execute_update("promise_to_pay", {"amount": "20", "due_date": await _due(env, 4)})
+        await handle.execute_update("promise_to_pay", {"amount": "100", "due_date": await _due(env, 4)})
     assert "a promise is already pending" in str(failure.value.cause)
 
 
@@ -93,12 +94,12 @@ async def test_the_promise_due_date_search_attribute_follows_the_promise(env, wo
     handle = await start_case(env.client, worker)
     state = await status(handle)
     due = await _due(env, 4)
-    await handle.execute_update("promise_to_pay", {"amount": "10", "due_date": due})
+    await handle.execute_update("promise_to_pay", {"amount": "100", "due_date": due})
     await env.sleep(timedelta(hours=1))
     attributes = (await handle.describe()).typed_search_attributes
     assert attributes.get(PROMISE_DUE_DATE).date() == date.fromisoformat(due)
     assert attributes.get(COLLECTION_PAUSED) is True
-    await handle.execute_update("payment_received", {"amount": "10", "reference": "K"})
+    await handle.execute_update("payment_received", {"amount": "100", "reference": "K"})
     await env.sleep(timedelta(hours=1))
     # The Java test server keeps an unset attribute as a JSON null, which the SDK's typed view
     # cannot decode; read the raw field (the dev server drops it, see test_end_to_end).

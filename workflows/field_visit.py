@@ -10,7 +10,7 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from activities.channels import CollectionActivities
     from activities.models import VisitRequest, WorkItemRequest
-    from workflows.inputs import ACTIVITY_TIMEOUT, FieldVisitInput, FieldVisitResult
+    from workflows.inputs import ACTIVITY_TIMEOUT, ESSENTIAL_RETRY, FieldVisitInput, FieldVisitResult
 
 
 @workflow.defn
@@ -28,18 +28,21 @@ class FieldVisitWorkflow:
     async def run(self, input: FieldVisitInput) -> FieldVisitResult:
         plan, agents = input.plan, []
         for attempt in range(1, plan.max_visits + 1):
+            # Only a report sent for this attempt answers it: a late duplicate of the previous
+            # attempt's report must not stand for the next visit.
+            self._reports.clear()
             scheduled_for = workflow.now() + plan.lead_time
             planned = await workflow.execute_activity_method(
                 CollectionActivities.plan_field_visit,
                 VisitRequest(idempotency_key=f"{input.key_prefix}/plan-{attempt}", loan=input.loan,
                              facts=input.facts, attempt=attempt, staff=plan.staff, scheduled_for=scheduled_for,
                              report_due=scheduled_for + plan.report_within),
-                start_to_close_timeout=ACTIVITY_TIMEOUT,
+                start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=ESSENTIAL_RETRY,
             )
             agents = planned.agents
             report_due = scheduled_for + plan.report_within
             try:
-                await workflow.wait_condition(lambda: len(self._reports) >= attempt,
+                await workflow.wait_condition(lambda: bool(self._reports),
                                               timeout=max(report_due - workflow.now(), timedelta(seconds=1)),
                                               timeout_summary=f"visit {attempt} report due")
             except TimeoutError:
@@ -47,10 +50,10 @@ class FieldVisitWorkflow:
                     CollectionActivities.flag_overdue_visit,
                     WorkItemRequest(idempotency_key=f"{input.key_prefix}/overdue-{attempt}", loan=input.loan,
                                     facts=input.facts, note=f"visit {attempt} report not received by {report_due}"),
-                    start_to_close_timeout=ACTIVITY_TIMEOUT,
+                    start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=ESSENTIAL_RETRY,
                 )
                 return FieldVisitResult(outcome="overdue", attempts=attempt, agents=agents)
-            report = self._reports[attempt - 1]
+            report = self._reports[0]
             if report["outcome"] != "not_home" or attempt == plan.max_visits:
                 return FieldVisitResult(outcome=report["outcome"], attempts=attempt, agents=agents,
                                         note=report.get("note"))

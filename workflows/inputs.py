@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from pydantic import BaseModel
+from temporalio.common import RetryPolicy
 
 from activities.models import CaseFacts
 from domain.case import CaseState
@@ -44,3 +45,14 @@ class FieldVisitResult(BaseModel):
 
 
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
+
+# Messages to the borrower are retried with backoff for about 17 minutes (2 s doubling to a
+# 10-minute cap, 10 attempts), then recorded as failed: a reminder days late does more harm than
+# good, and the failure shows in `status`.
+CONTACT_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), backoff_coefficient=2.0,
+                            maximum_interval=timedelta(minutes=10), maximum_attempts=10,
+                            non_retryable_error_types=["InvalidRecipient"])
+# Work the case cannot go on without (the legal letter, the legal hand-off, call tasks, visit
+# plans) is retried until it succeeds; the pending activity and its last failure show in the UI.
+ESSENTIAL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), backoff_coefficient=2.0,
+                              maximum_interval=timedelta(minutes=10))

@@ -9,36 +9,33 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from collections.abc import Sequence
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RawValue
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from activities.channels import CollectionActivities
     from activities.models import CaseFacts, ContactRequest, WorkItemRequest
     from domain.case import CallTask, CaseState, FieldVisit, open_case, tick
-    from domain.commands import handle, parse
+    from domain.commands import handle, validate
     from domain.errors import Rejected
     from domain.decide import Act, Advance, Block, Finish, Wait, decide, mark_done
     from domain.stages import Channel
     from domain.status import status
     from workflows import search_attributes as sa
     from workflows.field_visit import FieldVisitWorkflow
-    from workflows.inputs import ACTIVITY_TIMEOUT, CaseInput, FieldVisitInput, FieldVisitResult
-
-# Channel work is retried with backoff for about an hour, then recorded as failed
-# rather than wedging the case; a failed contact is visible in `status`.
-ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), backoff_coefficient=2.0,
-                             maximum_interval=timedelta(minutes=10), maximum_attempts=10,
-                             non_retryable_error_types=["InvalidRecipient"])
+    from workflows.inputs import (ACTIVITY_TIMEOUT, CONTACT_RETRY, ESSENTIAL_RETRY, CaseInput, FieldVisitInput,
+                                  FieldVisitResult)
 
 _MESSAGES = {
     Channel.SMS: CollectionActivities.send_sms,
     Channel.EMAIL: CollectionActivities.send_email,
     Channel.LETTER: CollectionActivities.issue_letter,
 }
+_RETRY = {Channel.SMS: CONTACT_RETRY, Channel.EMAIL: CONTACT_RETRY}
 _WORK = {
     Channel.CALL: CollectionActivities.create_call_task,
     Channel.LEGAL_HANDOFF: CollectionActivities.hand_off_to_legal,
@@ -60,7 +57,7 @@ def _update(name: str):
 
     def validator(self, payload: Any = None) -> None:
         try:
-            parse(name, payload, self._case, self._input.strategy, workflow.now())
+            validate(name, payload, self._case, self._input.strategy, workflow.now())
         except Rejected as err:
             raise ApplicationError(str(err), type="Rejected", non_retryable=True) from None
 
@@ -78,6 +75,7 @@ class LoanCollectionWorkflow:
         self._case: CaseState = input.state or open_case(input.loan, input.strategy, workflow.now())
         self._version = 0
         self._visit_task: asyncio.Task[None] | None = None
+        self._visit_child: workflow.ChildWorkflowHandle | None = None
         self._search_attributes = sa.case_values(self._case, input.loan, workflow.now()) if input.state else {}
 
     # -- the public contract: a signal and an update of the same name for each command ----
@@ -109,6 +107,11 @@ class LoanCollectionWorkflow:
     close_update = _update("close")
     assign = _signal("assign")
     assign_update = _update("assign")
+
+    @workflow.signal(dynamic=True)
+    def unknown_signal(self, name: str, args: Sequence[RawValue]) -> None:
+        """A signal of no known name is recorded as rejected, not silently buffered."""
+        self._command(name, None)
 
     @workflow.query(name="status")
     def status_query(self) -> dict[str, Any]:
@@ -168,14 +171,14 @@ class LoanCollectionWorkflow:
                 receipt = await workflow.execute_activity_method(
                     _MESSAGES[step.channel],
                     ContactRequest(idempotency_key=key, loan=loan, template=step.template or "", facts=facts),
-                    start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=ACTIVITY_RETRY,
+                    start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=_RETRY.get(step.channel, ESSENTIAL_RETRY),
                     summary=f"{step.channel.value}: {step.template}")
                 case.record(workflow.now(), f"{step.channel.value}_sent", "sent", template=step.template,
                             message_id=receipt.message_id, idempotency_key=key, sha256=receipt.sha256)
             elif step.channel in _WORK:
                 item = await workflow.execute_activity_method(
                     _WORK[step.channel], WorkItemRequest(idempotency_key=key, loan=loan, facts=facts),
-                    start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=ACTIVITY_RETRY,
+                    start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=ESSENTIAL_RETRY,
                     summary=step.channel.value)
                 if step.channel is Channel.CALL:
                     self._open_call_task(item.item_id)
@@ -211,17 +214,19 @@ class LoanCollectionWorkflow:
     async def _run_visit(self, visit: FieldVisit, child_input: FieldVisitInput) -> None:
         child = await workflow.start_child_workflow(FieldVisitWorkflow.run, child_input, id=visit.visit_id,
                                                     static_summary=f"field visit for {self._case.loan_id}")
+        self._visit_child = child
         try:
             while True:
                 await workflow.wait_condition(lambda: bool(visit.unforwarded_reports) or child.done())
                 if child.done():
                     break
-                await child.signal(FieldVisitWorkflow.report, visit.unforwarded_reports.pop(0))
+                try:
+                    await child.signal(FieldVisitWorkflow.report, visit.unforwarded_reports[0])
+                except ChildWorkflowError:
+                    break  # the child finished meanwhile; its result below says how
+                visit.unforwarded_reports.pop(0)
+                self._changed()  # a hold that waited for this report to go out may now cancel the visit
             result: FieldVisitResult = await child
-        except asyncio.CancelledError:
-            # Cancelling this task interrupts our wait, not the child: ask the child to stop too.
-            child.cancel()
-            raise
         except ChildWorkflowError as err:
             if visit.state != "in_progress":
                 return  # we asked for it (hold or stage change); already recorded
@@ -238,17 +243,30 @@ class LoanCollectionWorkflow:
         self._changed()
 
     def _reconcile_visit(self) -> None:
-        """No visit goes ahead while the case is on hold: cancel it, and plan it again on release."""
-        visit = self._case.visit
+        """No visit or call goes ahead while the case is on hold or the borrower ceased that channel."""
+        case = self._case
+        visit = case.visit
+        withdraw = case.paused or Channel.VISIT in case.ceased
         # A visit already reported on took place: its report still reaches the child, so it is
-        # not cancelled. One still to happen (none yet, or a revisit after "not home") is.
-        if (visit is not None and visit.state == "in_progress" and self._case.paused
+        # not cancelled. One still to happen (none yet, or a revisit after "not home") is, and is
+        # planned again once the hold ends (not after a cease request: that treatment is blocked).
+        if (visit is not None and visit.state == "in_progress" and withdraw
                 and not visit.reported_final and not visit.unforwarded_reports):
             self._cancel_visit()
-            self._case.done = [k for k in self._case.done if k != visit.treatment_key]
+            case.done = [k for k in case.done if k != visit.treatment_key]
+        if case.paused or Channel.CALL in case.ceased or case.phone_invalid:
+            for task in case.calls:
+                if task.outcome is None:
+                    task.outcome = "withdrawn"
+                    case.record(workflow.now(), "call_task_withdrawn", "info", task_id=task.task_id,
+                                reason=case.pause_reason or "calls stopped")
 
     def _cancel_visit(self) -> None:
         visit = self._case.visit
+        # Cancel the child itself, not only the task waiting on it: a cancelled wait does not
+        # reach the child (and a cancelled signal to it is simply never sent).
+        if self._visit_child is not None and not self._visit_child.done():
+            self._visit_child.cancel()
         if self._visit_task is not None and not self._visit_task.done():
             self._visit_task.cancel()
         if visit is None or visit.state != "in_progress":

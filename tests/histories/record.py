@@ -86,6 +86,17 @@ async def field_visit_reports(env: WorkflowEnvironment, queue: str) -> WorkflowH
     return handle
 
 
+async def hold_with_a_visit_report(env: WorkflowEnvironment, queue: str) -> WorkflowHandle:
+    handle = await _start(env.client, queue, "REPLAY-VISIT-HOLD", loan={"days_past_due": 70})
+    await env.sleep(timedelta(days=1, hours=1))
+    await handle.signal("field_visit_report", {"outcome": "not_home"})
+    await handle.signal("dispute", {"reason": "already paid"})
+    await env.sleep(timedelta(days=12))
+    await handle.execute_update("dispute_resolved", {"upheld": False, "note": "no payment found"})
+    await env.sleep(timedelta(days=4))
+    return handle
+
+
 async def continue_as_new(env: WorkflowEnvironment, queue: str) -> WorkflowHandle:
     handle = await _start(env.client, queue, "REPLAY-CAN", loan={"days_past_due": 5}, history_limit=40)
     await env.sleep(timedelta(days=40))
@@ -96,6 +107,7 @@ SCENARIOS: dict[str, Callable[[WorkflowEnvironment, str], Awaitable[WorkflowHand
     "untouched_default_ladder": untouched_default_ladder,
     "operator_commands": operator_commands,
     "field_visit_reports": field_visit_reports,
+    "hold_with_a_visit_report": hold_with_a_visit_report,
     "continue_as_new": continue_as_new,
 }
 
