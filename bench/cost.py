@@ -1,6 +1,6 @@
 """Cost benchmark: Temporal billable actions per case over the whole default ladder, vs the minimum.
 
-    .venv/bin/python bench/cost.py [--json] [--days 200] [--step 10]
+    .venv/bin/python bench/cost.py [--json] [--days 180] [--step 10] [--extra DAYS]
 
 One untouched US loan (DPD 5, grade B, USD 5000 outstanding / 450 past due) enters at
 ``reminder`` and walks the ``default`` ladder on the time-skipping test server from the venv
@@ -202,7 +202,7 @@ def business_minimum(state: dict[str, Any]) -> dict[str, Any]:
             "case_timer_wakes": [w.isoformat(timespec="seconds") for w in timer_wakes]}
 
 
-async def run(days: int, step: int, extra: int) -> dict[str, Any]:
+async def run(days: int, step: int, extra: int | None) -> dict[str, Any]:
     began = time.perf_counter()
     # SDK core logs to stdout by default; forward its warnings to Python logging (stderr) instead.
     runtime = Runtime(telemetry=TelemetryConfig(logging=LoggingConfig(
@@ -224,7 +224,7 @@ async def run(days: int, step: int, extra: int) -> dict[str, Any]:
                 simulated, reached = 0, None
                 while simulated < days:
                     chunk = min(step, days - simulated)
-                    if reached is not None:
+                    if reached is not None and extra is not None:
                         chunk = min(chunk, reached + extra - simulated)
                     await env.sleep(timedelta(days=chunk))
                     simulated += chunk
@@ -232,7 +232,7 @@ async def run(days: int, step: int, extra: int) -> dict[str, Any]:
                     if reached is None and state["stage"] == "litigation" and any(
                             e["kind"] == "legal_handoff_queued" for e in state["events"]):
                         reached = simulated
-                    if reached is not None and simulated >= reached + extra:
+                    if reached is not None and extra is not None and simulated >= reached + extra:
                         break
                 state = await handle.query("status")
                 if reached is None:
@@ -307,10 +307,11 @@ def print_table(r: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    parser.add_argument("--days", type=int, default=200, help="most days to simulate")
+    parser.add_argument("--days", type=int, default=180,
+                        help="days to simulate (default 180, the ladder DESIGN.md costs)")
     parser.add_argument("--step", type=int, default=10, help="days per env.sleep")
-    parser.add_argument("--extra", type=int, default=90,
-                        help="days to keep going after the legal hand-off (default: to day 180, the ladder DESIGN.md costs)")
+    parser.add_argument("--extra", type=int, default=None,
+                        help="stop this many days after the legal hand-off instead of at --days")
     args = parser.parse_args()
     # The activities log each effect through structlog; keep stdout for the table or the JSON.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),

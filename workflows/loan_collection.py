@@ -222,7 +222,7 @@ class LoanCollectionWorkflow:
                     break
                 try:
                     await child.signal(FieldVisitWorkflow.report, visit.unforwarded_reports[0])
-                except ChildWorkflowError:
+                except Exception:  # noqa: BLE001 - CancelledError is a BaseException and still propagates
                     break  # the child finished meanwhile; its result below says how
                 visit.unforwarded_reports.pop(0)
                 self._changed()  # a hold that waited for this report to go out may now cancel the visit
@@ -313,7 +313,8 @@ class LoanCollectionWorkflow:
         if updates:
             workflow.upsert_search_attributes(updates)
             self._search_attributes = values
-        pause = f" · paused ({case.pause_reason})" if case.paused else ""
+        # Kinds of hold only: a hold's free-text reason may be health or family data.
+        pause = f" · paused ({', '.join(sorted(h.kind for h in case.holds))})" if case.paused else ""
         outcome = f" · outcome **{case.outcome.value}**" if case.outcome else ""
         workflow.set_current_details(
             f"**{case.stage.value}** · DPD {case.days_past_due(now)} · past due {case.amount_past_due} "
