@@ -6,7 +6,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import signal
+import sys
 from datetime import timedelta
 
 import structlog
@@ -71,3 +74,8 @@ async def main() -> None:
 
 if __name__ == "__main__":
     asyncio.run(main())
+    logging.shutdown()
+    sys.stdout.flush()
+    # The worker has drained and stopped; skip interpreter teardown, where the SDK's runtime
+    # threads can abort the process (sdk-python #300) and turn a clean stop into a crash.
+    os._exit(0)
