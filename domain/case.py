@@ -178,6 +178,24 @@ class CaseState(BaseModel):
         self.sync_clock(now)
         self.record(now, "stage_entered", "info", reason=why, stage=stage.value, previous=previous.value)
 
+    def open_call_task(self, task_id: str, now: datetime) -> None:
+        for task in self.calls:
+            if task.outcome is None:
+                task.outcome = "expired"
+                self.record(now, "call_task_expired", "info", task_id=task.task_id,
+                            reason="a newer call task replaced it before an outcome was reported")
+        self.calls.append(CallTask(task_id=task_id, created_at=now))
+
+    def withdraw_call_tasks(self, now: datetime) -> None:
+        """No call task stays open while the case is on hold, calls were ceased or the number is wrong."""
+        if not (self.paused or Channel.CALL in self.ceased or self.phone_invalid):
+            return
+        for task in self.calls:
+            if task.outcome is None:
+                task.outcome = "withdrawn"
+                self.record(now, "call_task_withdrawn", "info", task_id=task.task_id,
+                            reason=self.pause_reason or "calls stopped")
+
     def close(self, outcome: Outcome, note: str, now: datetime) -> None:
         self.outcome = outcome
         self.close_note = note

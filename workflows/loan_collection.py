@@ -7,28 +7,26 @@ loop waits on. All thresholds live in the strategy and the domain, none here.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from collections.abc import Sequence
 from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RawValue
-from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.channels import CollectionActivities
     from activities.models import CaseFacts, ContactRequest, WorkItemRequest
-    from domain.case import CallTask, CaseState, FieldVisit, open_case, tick
+    from domain.case import CaseState, open_case, tick
     from domain.commands import handle, validate
     from domain.errors import Rejected
     from domain.decide import Act, Advance, Block, Finish, Wait, decide, mark_done
     from domain.stages import Channel
     from domain.status import status
     from workflows import search_attributes as sa
-    from workflows.field_visit import FieldVisitWorkflow
-    from workflows.inputs import (ACTIVITY_TIMEOUT, CONTACT_RETRY, ESSENTIAL_RETRY, CaseInput, FieldVisitInput,
-                                  FieldVisitResult)
+    from workflows.inputs import ACTIVITY_TIMEOUT, CONTACT_RETRY, ESSENTIAL_RETRY, CaseInput, FieldVisitInput
+    from workflows.visits import VisitRunner
 
 _MESSAGES = {
     Channel.SMS: CollectionActivities.send_sms,
@@ -74,8 +72,7 @@ class LoanCollectionWorkflow:
         self._input = input
         self._case: CaseState = input.state or open_case(input.loan, input.strategy, workflow.now())
         self._version = 0
-        self._visit_task: asyncio.Task[None] | None = None
-        self._visit_child: workflow.ChildWorkflowHandle | None = None
+        self._visits = VisitRunner(self._case, input.strategy, self._changed)
         self._search_attributes = sa.case_values(self._case, input.loan, workflow.now()) if input.state else {}
 
     # -- the public contract: a signal and an update of the same name for each command ----
@@ -125,13 +122,14 @@ class LoanCollectionWorkflow:
         while True:
             now = workflow.now()
             tick(case, strategy, now)
-            self._reconcile_visit()
+            self._visits.reconcile()
+            case.withdraw_call_tasks(now)
             self._publish()
             step = decide(case, strategy, now)
             if isinstance(step, Finish):
                 break
             if isinstance(step, Advance):
-                self._cancel_visit()
+                self._visits.leave_stage()
                 case.enter_stage(step.to, now, step.reason)
                 workflow.logger.info("stage entered", extra={"loan_id": case.loan_id, "stage": case.stage.value})
             elif isinstance(step, Block):
@@ -145,7 +143,7 @@ class LoanCollectionWorkflow:
                     workflow.continue_as_new(CaseInput(loan=input.loan, strategy=strategy, state=case,
                                                        history_limit=input.history_limit))
                 await self._wait(step)
-        self._cancel_visit()
+        self._visits.leave_stage()
         await workflow.wait_condition(workflow.all_handlers_finished)
         self._publish()
         workflow.logger.info("case closed", extra={"loan_id": case.loan_id, "outcome": str(case.outcome)})
@@ -181,106 +179,17 @@ class LoanCollectionWorkflow:
                     start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=ESSENTIAL_RETRY,
                     summary=step.channel.value)
                 if step.channel is Channel.CALL:
-                    self._open_call_task(item.item_id)
+                    case.open_call_task(item.item_id, workflow.now())
                 case.record(workflow.now(), f"{step.channel.value}_queued", "sent", item_id=item.item_id,
                             idempotency_key=key)
             elif step.channel is Channel.VISIT:
-                self._start_visit(key, step.key)
+                plan = self._input.strategy.stages[case.stage].visit
+                assert plan is not None, "the strategy validator requires a visit plan beside a visit treatment"
+                self._visits.start(step.key, FieldVisitInput(loan=loan, plan=plan, facts=facts, key_prefix=key))
         except ActivityError as err:
             case.record(workflow.now(), f"{step.channel.value}_failed", "failed", reason=str(err.cause or err),
                         idempotency_key=key)
         mark_done(case, step.key)
-
-    def _open_call_task(self, task_id: str) -> None:
-        case = self._case
-        for task in case.calls:
-            if task.outcome is None:
-                task.outcome = "expired"
-                case.record(workflow.now(), "call_task_expired", "info", task_id=task.task_id,
-                            reason="a newer call task replaced it before an outcome was reported")
-        case.calls.append(CallTask(task_id=task_id, created_at=workflow.now()))
-
-    # -- field visits (child workflows) ---------------------------------------
-    def _start_visit(self, key: str, treatment_key: str) -> None:
-        visit = FieldVisit(visit_id=f"{workflow.info().workflow_id}-visit-{self._case.seq}",
-                           started_at=workflow.now(), treatment_key=treatment_key)
-        self._case.visit = visit
-        self._case.record(workflow.now(), "field_visit_started", "info", visit_id=visit.visit_id)
-        plan = self._input.strategy.stages[self._case.stage].visit
-        assert plan is not None, "the strategy validator requires a visit plan beside a visit treatment"
-        child_input = FieldVisitInput(loan=self._input.loan, plan=plan, facts=self._facts(), key_prefix=key)
-        self._visit_task = asyncio.create_task(self._run_visit(visit, child_input))
-
-    async def _run_visit(self, visit: FieldVisit, child_input: FieldVisitInput) -> None:
-        child = await workflow.start_child_workflow(FieldVisitWorkflow.run, child_input, id=visit.visit_id,
-                                                    static_summary=f"field visit for {self._case.loan_id}")
-        self._visit_child = child
-        try:
-            while True:
-                await workflow.wait_condition(lambda: bool(visit.unforwarded_reports) or child.done())
-                if child.done():
-                    break
-                try:
-                    await child.signal(FieldVisitWorkflow.report, visit.unforwarded_reports[0])
-                except Exception:  # noqa: BLE001 - CancelledError is a BaseException and still propagates
-                    break  # the child finished meanwhile; its result below says how
-                visit.unforwarded_reports.pop(0)
-                self._changed()  # a hold that waited for this report to go out may now cancel the visit
-            result: FieldVisitResult = await child
-        except ChildWorkflowError as err:
-            if visit.state != "in_progress":
-                return  # we asked for it (hold or stage change); already recorded
-            visit.state, visit.outcome = "completed", "failed"
-            self._case.record(workflow.now(), "field_visit_failed", "failed", reason=str(err.cause or err),
-                              visit_id=visit.visit_id)
-            self._changed()
-            return
-        visit.state, visit.outcome = "completed", result.outcome
-        self._case.record(workflow.now(), "field_visit_completed", "info", visit_id=visit.visit_id,
-                          outcome=result.outcome, attempts=result.attempts, agents=result.agents)
-        if result.outcome in self._input.strategy.stages[self._case.stage].exit_on:
-            self._case.exit_requested = f"field visit outcome {result.outcome}"
-        self._changed()
-
-    def _reconcile_visit(self) -> None:
-        """No visit or call goes ahead while the case is on hold or the borrower ceased that channel."""
-        case = self._case
-        visit = case.visit
-        withdraw = case.paused or Channel.VISIT in case.ceased
-        # A visit already reported on took place: its report still reaches the child, so it is
-        # not cancelled. One still to happen (none yet, or a revisit after "not home") is, and is
-        # planned again once the hold ends (not after a cease request: that treatment is blocked).
-        if (visit is not None and visit.state == "in_progress" and withdraw
-                and not visit.reported_final and not visit.unforwarded_reports):
-            self._cancel_visit()
-            case.done = [k for k in case.done if k != visit.treatment_key]
-        if case.paused or Channel.CALL in case.ceased or case.phone_invalid:
-            for task in case.calls:
-                if task.outcome is None:
-                    task.outcome = "withdrawn"
-                    case.record(workflow.now(), "call_task_withdrawn", "info", task_id=task.task_id,
-                                reason=case.pause_reason or "calls stopped")
-
-    def _cancel_visit(self) -> None:
-        visit = self._case.visit
-        # Cancel the child itself, not only the task waiting on it: a cancelled wait does not
-        # reach the child (and a cancelled signal to it is simply never sent).
-        if self._visit_child is not None and not self._visit_child.done():
-            self._visit_child.cancel()
-        if self._visit_task is not None and not self._visit_task.done():
-            self._visit_task.cancel()
-        if visit is None or visit.state != "in_progress":
-            return
-        if visit.reported_final:
-            # The case leaves the stage before the child finished with the report: the report
-            # still says how the visit went, so it completes the visit here.
-            visit.state, visit.outcome, visit.unforwarded_reports = "completed", visit.last_report_outcome, []
-            self._case.record(workflow.now(), "field_visit_completed", "info", visit_id=visit.visit_id,
-                              outcome=visit.outcome, reason="reported as the case left the stage")
-            return
-        visit.state = "cancelled"
-        self._case.record(workflow.now(), "field_visit_cancelled", "info", visit_id=visit.visit_id,
-                          reason=self._case.pause_reason or "case left the stage")
 
     # -- helpers -------------------------------------------------------------
     def _command(self, name: str, payload: Any) -> None:
@@ -321,7 +230,7 @@ class LoanCollectionWorkflow:
             f"{case.currency}{pause}{outcome}")
 
     def _should_continue_as_new(self) -> bool:
-        if self._visit_task is not None and not self._visit_task.done():
+        if self._visits.running:
             return False  # the visit child belongs to this run; continue once it has reported
         info = workflow.info()
         return info.is_continue_as_new_suggested() or info.get_current_history_length() > self._input.history_limit
