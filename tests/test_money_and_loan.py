@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from domain.errors import Rejected
 from domain.loan import REQUIRED_COLUMNS, Loan
@@ -141,7 +142,7 @@ def test_a_valid_row_becomes_a_normalised_loan():
 
 def test_a_loan_is_immutable():
     loan = Loan.from_row(_row())
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         loan.days_past_due = 10  # type: ignore[misc]
 
 

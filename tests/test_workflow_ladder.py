@@ -23,7 +23,7 @@ async def test_an_untouched_case_walks_every_stage_of_the_default_ladder(env, wo
 
     entries = stage_entries(state)
     assert [stage for stage, _ in entries] == ["reminder", "contact", "field_visit", "legal_letter", "litigation"]
-    durations = [_days_between(a, b) for (_, a), (_, b) in zip(entries, entries[1:])]
+    durations = [_days_between(a, b) for (_, a), (_, b) in zip(entries, entries[1:], strict=False)]
     # Reminders until DPD 31 (26 days, from DPD 5), agent contact until DPD 61; the field visit
     # report never comes, so the visit is flagged overdue (planned day 1 + 5 days lead + 3 days
     # to report) and the stage ends early on "overdue"; the letter's 15-day response period.

@@ -81,7 +81,6 @@ async def test_an_invalid_promise_is_refused_with_its_reason(env, worker, payloa
 
 async def test_a_second_promise_while_one_is_pending_is_refused(env, worker):
     handle = await start_case(env.client, worker)
-    state = await status(handle)
     await handle.execute_update("promise_to_pay", {"amount": "100", "due_date": await _due(env, 3)})
     with pytest.raises(WorkflowUpdateFailedError) as failure:
         await handle.execute_update("promise_to_pay", {"amount": "100", "due_date": await _due(env, 4)})
@@ -92,7 +91,6 @@ async def test_the_promise_due_date_search_attribute_follows_the_promise(env, wo
     from workflows.search_attributes import COLLECTION_PAUSED, PROMISE_DUE_DATE
 
     handle = await start_case(env.client, worker)
-    state = await status(handle)
     due = await _due(env, 4)
     await handle.execute_update("promise_to_pay", {"amount": "100", "due_date": due})
     await env.sleep(timedelta(hours=1))
