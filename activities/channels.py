@@ -49,6 +49,8 @@ def _values(loan: Loan, facts: CaseFacts, sender: Sender) -> dict[str, str]:
     }
     if facts.promise_amount is not None:
         money["promise_amount"] = format_money(Decimal(facts.promise_amount), loan.currency)
+    if facts.instalment_amount is not None:
+        money["instalment_amount"] = format_money(Decimal(facts.instalment_amount), loan.currency)
     return {
         "lender": sender.lender,
         "contact_point": sender.contact_point,
@@ -59,6 +61,8 @@ def _values(loan: Loan, facts: CaseFacts, sender: Sender) -> dict[str, str]:
         "response_days": str(facts.response_days or 15),
         "today": datetime.now(UTC).date().isoformat(),
         "promise_amount": "",
+        "instalment_amount": "",
+        "instalment_due_date": facts.instalment_due_date or "",
         **money,
     }
 

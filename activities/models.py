@@ -19,6 +19,8 @@ class CaseFacts(BaseModel):
     promise_amount: str | None = None
     promise_due_date: str | None = None
     response_days: int | None = None
+    instalment_amount: str | None = None
+    instalment_due_date: str | None = None
     agent: str | None = None
 
 

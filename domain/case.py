@@ -12,13 +12,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from domain import arrangement_rules
+from domain.arrangements import Arrangement
 from domain.loan import Loan
 from domain.stages import Channel, Outcome, Stage
 from domain.strategy import Strategy
 
-HoldKind = Literal["dispute", "hardship", "operator", "promise"]
+HoldKind = Literal["dispute", "hardship", "operator", "arrangement", "promise"]
 # Which hold a supervisor sees as *the* reason when several apply at once.
-_HOLD_PRIORITY: tuple[HoldKind, ...] = ("dispute", "hardship", "operator", "promise")
+_HOLD_PRIORITY: tuple[HoldKind, ...] = ("dispute", "hardship", "operator", "arrangement", "promise")
+# Holds that suspend the borrower's own commitments (promise and arrangement are those commitments).
+SUSPENDING_HOLDS: tuple[HoldKind, ...] = ("dispute", "hardship", "operator")
 MAX_EVENTS = 500
 
 
@@ -92,6 +96,8 @@ class CaseState(BaseModel):
     promise: PromiseToPay | None = None
     promises_kept: int = 0
     promises_broken: int = 0
+    arrangement: Arrangement | None = None
+    arrangements_broken: int = 0
     ceased: list[Channel] = []
     phone_invalid: bool = False
     agent: str | None = None
@@ -147,13 +153,28 @@ class CaseState(BaseModel):
         elif not self.paused and self.clock_since is None:
             self.clock_since = now
 
+    def hold_for(self, kind: HoldKind, reason: str, now: datetime, until: datetime | None = None) -> None:
+        self.put_on_hold(Hold(kind=kind, reason=reason, since=now, until=until), now)
+
     def put_on_hold(self, hold: Hold, now: datetime) -> None:
         self.holds = [h for h in self.holds if h.kind != hold.kind] + [hold]
         self.sync_clock(now)
 
     def release_hold(self, kind: HoldKind, now: datetime) -> None:
+        had = any(h.kind == kind for h in self.holds)
         self.holds = [h for h in self.holds if h.kind != kind]
         self.sync_clock(now)
+        if had and kind in SUSPENDING_HOLDS and self.arrangement_active:
+            # The borrower gets the full grace again from the end of the hold.
+            self.arrangement.grace_from = now  # type: ignore[union-attr]
+
+    @property
+    def arrangement_active(self) -> bool:
+        return self.arrangement is not None and self.arrangement.state == "active"
+
+    @property
+    def commitments_suspended(self) -> bool:
+        return any(h.kind in SUSPENDING_HOLDS for h in self.holds)
 
     def next_key(self, stage: Stage, action: str) -> str:
         """An idempotency key from the loan, the action and its sequence number.
@@ -216,7 +237,8 @@ def open_case(loan: Loan, strategy: Strategy, now: datetime) -> CaseState:
 
 
 def tick(case: CaseState, strategy: Strategy, now: datetime) -> None:
-    """Apply everything that became due by ``now``: holds that expire, promises that break."""
+    """Apply everything that became due by ``now``: holds that expire, promises that break,
+    arrangement instalments that fall due."""
     for hold in list(case.holds):
         if hold.kind != "promise" and hold.until is not None and hold.until <= now:
             case.release_hold(hold.kind, now)
@@ -230,6 +252,7 @@ def tick(case: CaseState, strategy: Strategy, now: datetime) -> None:
                     due_date=promise.due_date.isoformat(), broken_total=case.promises_broken)
         if case.promises_broken % strategy.promise.broken_to_escalate == 0 and case.stage.following():
             case.exit_requested = f"{case.promises_broken} broken promises"
+    arrangement_rules.judge(case, strategy, now)
 
 
 def promise_deadline(due_date: date, grace: timedelta) -> datetime:

@@ -85,6 +85,12 @@ def decide(case: CaseState, strategy: Strategy, now: datetime) -> Step:
             wakes.append((remind_at, "promise reminder"))
         wakes.append((promise.deadline, "promise due"))
 
+    arrangement = case.arrangement
+    if arrangement is not None and arrangement.state == "active":
+        step = _arrangement_step(case, strategy, now, wakes)
+        if step is not None:
+            return step
+
     if not case.paused:
         # Escalation waits out any hold: nothing moves a disputed or paused case on.
         if case.exit_requested and following is not None:
@@ -122,6 +128,28 @@ def decide(case: CaseState, strategy: Strategy, now: datetime) -> Step:
     return Wait(until, reason)
 
 
+def _arrangement_step(case: CaseState, strategy: Strategy, now: datetime,
+                      wakes: list[tuple[datetime, str]]) -> Act | Block | None:
+    """A courtesy reminder before each instalment; and a wake-up when the next one is judged."""
+    arrangement, policy = case.arrangement, strategy.arrangements
+    assert arrangement is not None
+    if case.commitments_suspended:
+        return None  # nothing is asked of the borrower, nor judged, during hardship, dispute or hold
+    for index, instalment in enumerate(arrangement.schedule):
+        if instalment.state != "pending":
+            continue
+        if policy.reminder_before is not None and policy.reminder_template and not instalment.reminded:
+            remind_at = _midnight(instalment.due_date) - policy.reminder_before
+            if remind_at > arrangement.agreed_at and instalment.remaining > 0:
+                if now >= remind_at:
+                    return _act_or_block(case, Channel.SMS, policy.reminder_template,
+                                         f"arrangement_reminder:{index}")
+                wakes.append((remind_at, "instalment reminder"))
+        wakes.append((arrangement.deadline(instalment, policy.grace), "instalment due"))
+        break
+    return None
+
+
 def _midnight(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=timezone.utc)
 
@@ -153,6 +181,8 @@ def mark_done(case: CaseState, key: str) -> None:
     """Remember that the treatment behind ``key`` ran (or was blocked), so it never runs twice."""
     if key == "promise_reminder" and case.promise is not None:
         case.promise.reminded = True
+    elif key.startswith("arrangement_reminder:") and case.arrangement is not None:
+        case.arrangement.schedule[int(key.split(":", 1)[1])].reminded = True
     elif key.startswith("missed_call:"):
         task_id = key.split(":", 1)[1]
         for task in case.calls:

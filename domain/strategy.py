@@ -127,6 +127,28 @@ class PromisePolicy(_Model):
     broken_to_escalate: int = Field(default=2, ge=1)
 
 
+class ArrangementPolicy(_Model):
+    """Limits on repayment arrangements, and how they are monitored."""
+
+    max_instalments: int = Field(default=12, ge=1)
+    max_term: Duration = timedelta(days=365)
+    grace: Duration = timedelta(days=3)
+    reminder_before: Duration | None = timedelta(days=2)
+    reminder_template: str | None = "arrangement_reminder"
+    # Late instalments tolerated (their shortfall moves onto the next one) before a miss breaks the plan.
+    tolerated_late: int = Field(default=0, ge=0)
+    # The largest share of the arrears (waivers) or of the balance (settlement discount) each
+    # approver role may give up.
+    approval_limits: dict[str, Decimal] = {"agent": Decimal("0.10"), "supervisor": Decimal("0.50")}
+
+    @model_validator(mode="after")
+    def _limits_are_shares(self) -> "ArrangementPolicy":
+        for role, share in self.approval_limits.items():
+            if not Decimal(0) <= share <= Decimal(1):
+                raise ValueError(f"approval_limits.{role} must be a share between 0 and 1")
+        return self
+
+
 class Strategy(_Model):
     name: str
     description: str = ""
@@ -135,6 +157,7 @@ class Strategy(_Model):
     # supervisors' bucket filters stay right without a daily wake-up.
     dpd_buckets: list[int] = [31, 61, 91, 121, 151, 181, 361]
     promise: PromisePolicy = PromisePolicy()
+    arrangements: ArrangementPolicy = ArrangementPolicy()
     segments: list[Segment] = []
     stages: dict[Stage, StageConfig]
 
@@ -155,6 +178,8 @@ class Strategy(_Model):
         names |= {c.missed_call_sms for c in self.stages.values() if c.missed_call_sms}
         if self.promise.reminder_template:
             names.add(self.promise.reminder_template)
+        if self.arrangements.reminder_template:
+            names.add(self.arrangements.reminder_template)
         return names
 
     def entry(self, loan: Loan) -> tuple[Stage, frozenset[Stage]]:

@@ -52,6 +52,14 @@ _command = st.one_of(
     st.tuples(st.just("close"), st.fixed_dictionaries({"outcome": st.sampled_from(["settled", "nope", "nope", "nope"]),
                                                        "note": st.just("n")})),
     st.tuples(st.just("assign"), st.fixed_dictionaries({"agent": st.sampled_from(["a1", ""])})),
+    st.tuples(st.just("propose_arrangement"), st.one_of(
+        st.fixed_dictionaries({"kind": st.just("instalments"), "instalments": st.lists(st.fixed_dictionaries(
+            {"due_date": st.integers(-1, 60).map(lambda d: ("rel", d)), "amount": _amounts}), max_size=4)}),
+        st.fixed_dictionaries({"kind": st.just("extension"), "new_due_date": st.integers(-1, 60).map(lambda d: ("rel", d))}),
+        st.fixed_dictionaries({"kind": st.just("settlement"), "settlement_amount": _amounts,
+                               "new_due_date": st.integers(0, 30).map(lambda d: ("rel", d)),
+                               "approver_role": st.sampled_from(["agent", "supervisor"])}),
+    )),
     st.tuples(st.sampled_from(["bogus", "payment_received", "hold"]),
               st.sampled_from([None, [], "text", 3, {"unexpected": 1}])),
 )
@@ -69,15 +77,15 @@ _loan = st.fixed_dictionaries({
 
 
 def _resolve(payload: Any, now: datetime) -> Any:
-    if not isinstance(payload, dict):
-        return payload
-    resolved = {}
-    for key, value in payload.items():
-        if isinstance(value, tuple) and value[0] == "rel":
-            day: date = now.date() + timedelta(days=value[1])
-            value = day.isoformat()
-        resolved[key] = value
-    return resolved
+    """Turn ("rel", days) placeholders into dates relative to ``now``, at any depth."""
+    if isinstance(payload, tuple) and len(payload) == 2 and payload[0] == "rel":
+        day: date = now.date() + timedelta(days=payload[1])
+        return day.isoformat()
+    if isinstance(payload, dict):
+        return {key: _resolve(value, now) for key, value in payload.items()}
+    if isinstance(payload, list):
+        return [_resolve(value, now) for value in payload]
+    return payload
 
 
 class Observer:

@@ -210,3 +210,29 @@ def test_starter_refuses_a_file_that_is_not_utf8(run_env, tmp_path: Path):
     bad.write_bytes((HEADER + "\nX,Jos\xe9,+15555550123,a@example.com,x,UTC,US,USD,1.00,1.00,5,bnpl,A,x\n").encode("latin-1"))
     result = _run([sys.executable, "starter.py", "--file", str(bad)], run_env)
     assert result.returncode == 2 and "not UTF-8 text" in result.stderr
+
+
+async def test_an_operator_agrees_an_arrangement_with_the_cli_and_supervisors_can_filter_on_it(
+        dev_server, address, run_env, tmp_path: Path):
+    client: Client = dev_server.client
+    worker = subprocess.Popen([sys.executable, "worker.py"], cwd=ROOT, env=run_env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        csv_path, ids = _portfolio(tmp_path / "plan.csv", uuid.uuid4().hex[:6])
+        _run([sys.executable, "starter.py", "--file", str(csv_path), "--strategy", "default"], run_env)
+        wid = f"loan-{ids[1]}"  # USD 450.00 past due
+        today = date.today()
+        plan = {"kind": "instalments", "approved_by": "agent-7", "instalments": [
+            {"due_date": (today + timedelta(days=14)).isoformat(), "amount": "225.00"},
+            {"due_date": (today + timedelta(days=44)).isoformat(), "amount": "225.00"}]}
+        out = json.loads(_cli(address, "workflow", "update", "execute", "--workflow-id", wid,
+                              "--name", "propose_arrangement", "--input", json.dumps(plan)))
+        state = out.get("result", out)
+        assert state["arrangement"]["state"] == "active" and state["arrangement"]["next_amount"] == "225.00"
+
+        async def listed():
+            return [w.id async for w in client.list_workflows(f'ArrangementState = "active" AND WorkflowId = "{wid}"')]
+        assert await _eventually(listed) == [wid]
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=30)

@@ -13,7 +13,8 @@ from tests.conftest import eventually, events, make_loan, start_case, status
 from workflows.loan_collection import LoanCollectionWorkflow
 
 ALL_COMMANDS = ["payment_received", "promise_to_pay", "hardship", "hardship_resolved", "dispute",
-                "dispute_resolved", "cease_contact", "call_outcome", "field_visit_report", "escalate",
+                "dispute_resolved", "cease_contact", "call_outcome", "field_visit_report", "propose_arrangement",
+                "escalate",
                 "hold", "release", "close", "assign"]
 
 

@@ -94,6 +94,8 @@ class LoanCollectionWorkflow:
     call_outcome_update = _update("call_outcome")
     field_visit_report = _signal("field_visit_report")
     field_visit_report_update = _update("field_visit_report")
+    propose_arrangement = _signal("propose_arrangement")
+    propose_arrangement_update = _update("propose_arrangement")
     escalate = _signal("escalate")
     escalate_update = _update("escalate")
     hold = _signal("hold")
@@ -208,11 +210,14 @@ class LoanCollectionWorkflow:
         case, now = self._case, workflow.now()
         promise = case.promise if case.promise is not None and case.promise.state == "pending" else None
         dwell = self._input.strategy.stages[case.stage].dwell
+        upcoming = case.arrangement.open[0] if case.arrangement_active and case.arrangement.open else None
         return CaseFacts(stage=case.stage.value, days_past_due=case.days_past_due(now),
                          amount_past_due=str(case.amount_past_due), outstanding=str(case.outstanding),
                          promise_amount=str(promise.amount) if promise else None,
                          promise_due_date=promise.due_date.isoformat() if promise else None,
-                         response_days=max(1, dwell.days) if dwell else None, agent=case.agent)
+                         response_days=max(1, dwell.days) if dwell else None, agent=case.agent,
+                         instalment_amount=str(upcoming.remaining) if upcoming else None,
+                         instalment_due_date=upcoming.due_date.isoformat() if upcoming else None)
 
     def _publish(self) -> None:
         """Keep the search attributes and the UI's current details in step with the case."""

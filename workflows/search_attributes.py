@@ -36,7 +36,7 @@ def case_values(case: CaseState, loan: Loan, now: datetime) -> dict[SearchAttrib
         COLLECTION_PAUSED: case.paused,
         PROMISE_DUE_DATE: due,
         ASSIGNED_AGENT: case.agent,
-        ARRANGEMENT_STATE: None,
+        ARRANGEMENT_STATE: case.arrangement.state if case.arrangement is not None else None,
     }
 
 

@@ -1,12 +1,13 @@
 """Record workflow histories for the replay tests.
 
-    .venv/bin/python -m tests.histories.record
+    .venv/bin/python -m tests.histories.record [SCENARIO ...]
 
 Runs a few scenarios on the time-skipping server and writes each case's (and
 each visit child's) history to tests/histories/*.json. Commit them: the replay
 test proves that cases started under this code still replay under later code.
-Record anew only when a change is gated by workflow.patched and the old
-histories stay in place beside the new ones.
+Histories already committed are never re-recorded: they are the cases started
+under earlier code. Record a new scenario by name; a change to workflow logic is
+gated by workflow.patched, and the old histories stay in place beside the new ones.
 """
 
 from __future__ import annotations
@@ -97,6 +98,22 @@ async def hold_with_a_visit_report(env: WorkflowEnvironment, queue: str) -> Work
     return handle
 
 
+async def arrangements(env: WorkflowEnvironment, queue: str) -> WorkflowHandle:
+    """An instalment plan paid early, late within grace and in parts; then a broken one."""
+    handle = await _start(env.client, queue, "REPLAY-ARRANGEMENT", loan={"days_past_due": 20})
+    today = (await env.get_current_time()).date()
+    await handle.execute_update("hardship", {"reason": "reduced hours"})
+    await handle.execute_update("propose_arrangement", {"kind": "instalments", "approved_by": "agent-3", "instalments": [
+        {"due_date": (today + timedelta(days=7 * n)).isoformat(), "amount": "90.00"} for n in range(1, 6)]})
+    await handle.execute_update("payment_received", {"amount": "90.00", "reference": "A1"})
+    await env.sleep(timedelta(days=16))
+    await handle.execute_update("payment_received", {"amount": "50.00", "reference": "A2"})
+    await handle.signal("payment_received", {"amount": "50.00", "reference": "A2"})
+    await handle.execute_update("payment_received", {"amount": "40.00", "reference": "A3"})
+    await env.sleep(timedelta(days=30))  # the third and fourth instalments are never paid
+    return handle
+
+
 async def continue_as_new(env: WorkflowEnvironment, queue: str) -> WorkflowHandle:
     handle = await _start(env.client, queue, "REPLAY-CAN", loan={"days_past_due": 5}, history_limit=40)
     await env.sleep(timedelta(days=40))
@@ -108,6 +125,7 @@ SCENARIOS: dict[str, Callable[[WorkflowEnvironment, str], Awaitable[WorkflowHand
     "operator_commands": operator_commands,
     "field_visit_reports": field_visit_reports,
     "hold_with_a_visit_report": hold_with_a_visit_report,
+    "arrangements": arrangements,
     "continue_as_new": continue_as_new,
 }
 
@@ -151,11 +169,16 @@ async def record(name: str, out_dir: Path) -> list[Path]:
     return written
 
 
-async def main() -> None:
-    for name in SCENARIOS:
+async def main(names: list[str]) -> None:
+    unknown = sorted(set(names) - set(SCENARIOS))
+    if unknown or not names:
+        raise SystemExit(f"name the scenarios to record (unknown: {unknown}); one of: {', '.join(SCENARIOS)}")
+    for name in names:
+        if list(HERE.glob(f"{name}--*.json")):
+            raise SystemExit(f"{name}: already recorded; committed histories stand for cases already running")
         for path in await record(name, HERE):
             print(f"wrote {path.relative_to(HERE.parent.parent)}")
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(main(sys.argv[1:]))

@@ -1,0 +1,79 @@
+"""What an arrangement does to its case: agreed, paid into, judged, completed or broken."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from domain.arrangements import Arrangement
+from domain.stages import Outcome
+from domain.strategy import Strategy
+
+if TYPE_CHECKING:
+    from domain.case import CaseState
+
+
+def agree(case: CaseState, arrangement: Arrangement, now: datetime) -> None:
+    case.arrangement = arrangement
+    if case.hold("hardship") is not None:
+        # An arrangement is the usual way out of hardship: it replaces the hardship pause.
+        case.release_hold("hardship", now)
+        case.record(now, "hardship_ended", "info", reason="repayment arrangement agreed")
+    case.hold_for("arrangement", f"{arrangement.kind} arrangement", now)
+
+
+def pay(case: CaseState, amount: Decimal, strategy: Strategy, now: datetime) -> None:
+    """Count a payment toward the active arrangement; complete it once everything is paid."""
+    arrangement = case.arrangement
+    if arrangement is None or arrangement.state != "active":
+        return
+    arrangement.allocate(amount)
+    if not arrangement.fully_paid:
+        return
+    arrangement.state = "completed"
+    case.release_hold("arrangement", now)
+    case.record(now, "arrangement_completed", "info", arrangement_kind=arrangement.kind)
+    if arrangement.kind == "settlement":
+        written_down = case.outstanding
+        case.amount_past_due = Decimal(0).quantize(case.amount_past_due)  # zero, in the currency's decimals
+        case.outstanding = Decimal(0).quantize(case.outstanding)
+        case.close(Outcome.SETTLED, f"settlement of {arrangement.settlement_amount} {case.currency} paid; "
+                                    f"{written_down} {case.currency} written down", now)
+        return
+    if arrangement.waiver:
+        waived = min(arrangement.waiver, case.amount_past_due)
+        case.amount_past_due -= waived
+        case.outstanding = max(Decimal(0), case.outstanding - waived)
+    if case.amount_past_due == 0:
+        case.close(Outcome.CURED, f"{arrangement.kind} arrangement completed", now)
+
+
+def judge(case: CaseState, strategy: Strategy, now: datetime) -> None:
+    """Judge every instalment whose due date plus grace has passed: paid, late (tolerated) or missed."""
+    arrangement = case.arrangement
+    if arrangement is None or arrangement.state != "active" or case.commitments_suspended:
+        return
+    policy = strategy.arrangements
+    for index, instalment in enumerate(arrangement.schedule):
+        if instalment.state != "pending" or now < arrangement.deadline(instalment, policy.grace):
+            continue
+        following = next((i for i in arrangement.schedule[index + 1:] if i.state == "pending"), None)
+        if instalment.remaining == 0:
+            instalment.state = "paid"
+        elif following is not None and arrangement.late_count < policy.tolerated_late:
+            shortfall = instalment.remaining
+            instalment.carried_forward, instalment.state = shortfall, "late"
+            following.amount += shortfall
+            arrangement.late_count += 1
+            case.record(now, "instalment_late", "info", due_date=instalment.due_date.isoformat(),
+                        carried_forward=str(shortfall), late_count=arrangement.late_count)
+        else:
+            instalment.state = "missed"
+            arrangement.state = "broken"
+            case.arrangements_broken += 1
+            case.release_hold("arrangement", now)
+            case.record(now, "arrangement_broken", "info", arrangement_kind=arrangement.kind,
+                        due_date=instalment.due_date.isoformat(), unpaid=str(instalment.remaining),
+                        broken_total=case.arrangements_broken)
+            return
