@@ -230,9 +230,14 @@ class LoanCollectionWorkflow:
         # Kinds of hold only: a hold's free-text reason may be health or family data.
         pause = f" · paused ({', '.join(sorted(h.kind for h in case.holds))})" if case.paused else ""
         outcome = f" · outcome **{case.outcome.value}**" if case.outcome else ""
+        plan = ""
+        if case.arrangement is not None:
+            upcoming = case.arrangement.open[0] if case.arrangement_active and case.arrangement.open else None
+            plan = (f" · {case.arrangement.kind} plan {case.arrangement.state}"
+                    + (f", next {upcoming.remaining} due {upcoming.due_date}" if upcoming else ""))
         workflow.set_current_details(
             f"**{case.stage.value}** · DPD {case.days_past_due(now)} · past due {case.amount_past_due} "
-            f"{case.currency}{pause}{outcome}")
+            f"{case.currency}{pause}{plan}{outcome}")
 
     def _should_continue_as_new(self) -> bool:
         if self._visits.running:
