@@ -9,48 +9,18 @@ is refused before it touches history), the signal handler calls it and then
 from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta, timezone
-from decimal import Decimal
-from typing import Annotated, Any, ClassVar
+from typing import Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from domain import arrangement_rules
-from domain.arrangements import Arrangement, ArrangementKind, Instalment
+from domain.arrangement_commands import ProposeArrangement
 from domain.case import CaseState, Hold, PromiseToPay, promise_deadline, tick
+from domain.command_base import AmountText, Command, Name, Text
 from domain.errors import Rejected
 from domain.money import parse_amount
 from domain.stages import Channel, Outcome
 from domain.strategy import CALL_OUTCOMES, VISIT_OUTCOMES, Strategy
-
-_Text = Field(min_length=1, max_length=500)
-
-
-def _amount_text(value: Any) -> str:
-    if isinstance(value, float):
-        raise ValueError("amounts are decimal strings, not floating-point numbers")
-    if isinstance(value, (str, int, Decimal)) and not isinstance(value, bool):
-        return str(value)
-    raise ValueError("must be a decimal string such as \"120.50\"")
-
-
-# Checked against the case currency in each command's check(); floats never get that far.
-AmountText = Annotated[str, BeforeValidator(_amount_text)]
-_Name = Field(min_length=1, max_length=64)
-
-
-class Command(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-    name: ClassVar[str]
-
-    def check(self, case: CaseState, strategy: Strategy, now: datetime) -> None:
-        """Raise :class:`Rejected` when the command does not fit the case as it stands."""
-
-    def apply(self, case: CaseState, strategy: Strategy, now: datetime) -> None:
-        raise NotImplementedError
-
-    def audit(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_none=True)
-
 
 def _as_deadline(value: date | datetime) -> datetime:
     if isinstance(value, datetime):
@@ -70,7 +40,7 @@ def _check_until(until: datetime | None, now: datetime, longest: timedelta | Non
 class PaymentReceived(Command):
     name = "payment_received"
     amount: AmountText
-    reference: str = _Name
+    reference: str = Name
     paid_at: datetime | None = None
 
     def check(self, case, strategy, now):
@@ -142,7 +112,7 @@ class PromiseToPayCommand(Command):
 
 class HardshipReported(Command):
     name = "hardship"
-    reason: str = _Text
+    reason: str = Text
     until: datetime | date | None = None
 
     def check(self, case, strategy, now):
@@ -171,7 +141,7 @@ class HardshipResolved(Command):
 
 class DisputeRaised(Command):
     name = "dispute"
-    reason: str = _Text
+    reason: str = Text
 
     def check(self, case, strategy, now):
         if case.hold("dispute") is not None:
@@ -258,111 +228,6 @@ class FieldVisitReport(Command):
         case.record(now, self.name, "accepted", visit_id=case.visit.visit_id, **self.audit())
 
 
-class ScheduledInstalment(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    due_date: date
-    amount: AmountText
-
-
-class ProposeArrangement(Command):
-    """Agree a repayment arrangement; every kind becomes a schedule the workflow monitors."""
-
-    name = "propose_arrangement"
-    kind: ArrangementKind
-    instalments: list[ScheduledInstalment] | None = None
-    new_due_date: date | None = None
-    settlement_amount: AmountText | None = None
-    interest_waiver: AmountText | None = None
-    fee_waiver: AmountText | None = None
-    approved_by: str | None = Field(default=None, max_length=64)
-    approver_role: str = Field(default="agent", max_length=32)
-
-    def check(self, case, strategy, now):
-        self.build(case, strategy, now)
-
-    def apply(self, case, strategy, now):
-        arrangement = self.build(case, strategy, now)
-        arrangement_rules.agree(case, arrangement, now)
-        case.record(now, self.name, "accepted", arrangement_kind=self.kind, instalments=len(arrangement.schedule),
-                    total=str(sum((i.amount for i in arrangement.schedule), Decimal(0))),
-                    waiver=str(arrangement.waiver), approved_by=self.approved_by, approver_role=self.approver_role)
-
-    def build(self, case: CaseState, strategy: Strategy, now: datetime) -> Arrangement:
-        """The arrangement this proposal describes, or :class:`Rejected` naming what breaks a rule."""
-        policy, currency = strategy.arrangements, case.currency
-        if case.arrangement_active:
-            raise Rejected("", "the case already has an active repayment arrangement")
-        if case.promise is not None and case.promise.state == "pending":
-            raise Rejected("", f"a promise to pay is pending (due {case.promise.due_date}); "
-                               "record its payment or let it fall due first")
-        limit = policy.approval_limits.get(self.approver_role)
-        if limit is None:
-            raise Rejected("approver_role", f"{self.approver_role!r} is not one of "
-                                            f"{', '.join(sorted(policy.approval_limits))}")
-        waiver = Decimal(0)
-        for field in ("interest_waiver", "fee_waiver"):
-            value = getattr(self, field)
-            if value is not None:
-                waiver += parse_amount(value, currency, field, allow_zero=True)
-        if self.kind == "settlement":
-            if waiver:
-                raise Rejected("interest_waiver", "a settlement already reduces the debt; put the reduction "
-                                                  "in settlement_amount")
-            if self.settlement_amount is None:
-                raise Rejected("settlement_amount", "is required for a settlement")
-            target = parse_amount(self.settlement_amount, currency, "settlement_amount")
-            if target > case.outstanding:
-                raise Rejected("settlement_amount", f"is more than the outstanding {case.outstanding} {currency}")
-            _within_limit("settlement_amount", case.outstanding - target, case.outstanding, "balance",
-                          self.approver_role, limit)
-        else:
-            if waiver > case.amount_past_due:
-                raise Rejected("interest_waiver", f"waivers exceed the arrears ({case.amount_past_due} {currency})")
-            _within_limit("interest_waiver", waiver, case.amount_past_due, "arrears", self.approver_role, limit)
-            target = case.amount_past_due - waiver
-        schedule = self._schedule(target, currency)
-        latest = now.date() + policy.max_term
-        for index, item in enumerate(schedule):
-            where = f"instalments.{index}.due_date" if self.instalments else "new_due_date"
-            if item.due_date < now.date():
-                raise Rejected(where, f"{item.due_date} is in the past")
-            if item.due_date > latest:
-                raise Rejected(where, f"{item.due_date} is beyond the strategy's longest term ({latest})")
-            if index and item.due_date <= schedule[index - 1].due_date:
-                raise Rejected(where, "instalment dates must be ascending")
-        if len(schedule) > policy.max_instalments:
-            raise Rejected("instalments", f"{len(schedule)} instalments; the strategy allows at most "
-                                          f"{policy.max_instalments}")
-        total = sum((item.amount for item in schedule), Decimal(0))
-        if total != target:
-            covers = "the settlement amount" if self.kind == "settlement" else "the arrears less waivers"
-            raise Rejected("instalments", f"add up to {total} {currency}, not {covers} ({target} {currency})")
-        return Arrangement(kind=self.kind, agreed_at=now, approved_by=self.approved_by,
-                           approver_role=self.approver_role, schedule=schedule, waiver=waiver,
-                           settlement_amount=target if self.kind == "settlement" else None)
-
-    def _schedule(self, target: Decimal, currency: str) -> list[Instalment]:
-        if self.kind == "extension" or (self.kind == "settlement" and not self.instalments):
-            if self.instalments:
-                raise Rejected("instalments", "an extension has one new due date; use new_due_date")
-            if self.new_due_date is None:
-                raise Rejected("new_due_date", f"is required for {'an' if self.kind == 'extension' else 'a'} "
-                                               f"{self.kind} without instalments")
-            return [Instalment(due_date=self.new_due_date, amount=target)]
-        if not self.instalments:
-            raise Rejected("instalments", "name at least one {due_date, amount}")
-        return [Instalment(due_date=item.due_date,
-                           amount=parse_amount(item.amount, currency, f"instalments.{index}.amount"))
-                for index, item in enumerate(self.instalments)]
-
-
-def _within_limit(field: str, given_up: Decimal, base: Decimal, of_what: str, role: str, limit: Decimal) -> None:
-    share = given_up / base if base else Decimal(0)
-    if share > limit:
-        raise Rejected(field, f"gives up {share:.1%} of the {of_what}; approver role {role} may give up "
-                              f"at most {limit:.0%}")
-
-
 class Escalate(Command):
     name = "escalate"
     reason: str | None = Field(default=None, max_length=500)
@@ -378,7 +243,7 @@ class Escalate(Command):
 
 class OperatorHold(Command):
     name = "hold"
-    reason: str = _Text
+    reason: str = Text
     until: datetime | date | None = None
 
     def check(self, case, strategy, now):
@@ -408,7 +273,7 @@ class Release(Command):
 class Close(Command):
     name = "close"
     outcome: Outcome
-    note: str = _Text
+    note: str = Text
 
     def check(self, case, strategy, now):
         if self.outcome is Outcome.CURED and case.amount_past_due > 0:
@@ -422,7 +287,7 @@ class Close(Command):
 
 class Assign(Command):
     name = "assign"
-    agent: str = _Name
+    agent: str = Name
 
     def apply(self, case, strategy, now):
         case.agent = self.agent
