@@ -59,6 +59,9 @@ class VisitRunner:
         child = await workflow.start_child_workflow(FieldVisitWorkflow.run, child_input, id=visit_id,
                                                     static_summary=f"field visit for {self._case.loan_id}")
         self._child = child
+        # When the case cancels both the child and this task, nothing awaits the child's end:
+        # read it here, so its cancellation is not reported as an error nobody retrieved.
+        child.add_done_callback(lambda done: done.cancelled() or done.exception())
         try:
             while True:
                 await workflow.wait_condition(lambda: bool(visit.unforwarded_reports) or child.done())
