@@ -50,6 +50,12 @@ class ProposeArrangement(Command):
         policy, currency = strategy.arrangements, case.currency
         if case.arrangement_active:
             raise Rejected("", "the case already has an active repayment arrangement")
+        for kind in ("dispute", "operator"):
+            if case.hold(kind) is not None:
+                raise Rejected("", f"the case is on a {kind} hold; resolve it before agreeing a plan")
+        if case.amount_past_due == 0 and self.kind != "settlement":
+            raise Rejected("", "nothing is past due: there are no arrears to arrange")
+        self._only_fields_of_its_kind()
         if case.promise is not None and case.promise.state == "pending":
             raise Rejected("", f"a promise to pay is pending (due {case.promise.due_date}); "
                                "record its payment or let it fall due first")
@@ -57,6 +63,8 @@ class ProposeArrangement(Command):
         if limit is None:
             raise Rejected("approver_role", f"{self.approver_role!r} is not one of "
                                             f"{', '.join(sorted(policy.approval_limits))}")
+        if self.approver_role != "agent" and not self.approved_by:
+            raise Rejected("approved_by", f"name the {self.approver_role} who approved it")
         waiver = Decimal(0)
         for field in ("interest_waiver", "fee_waiver"):
             value = getattr(self, field)
@@ -78,6 +86,9 @@ class ProposeArrangement(Command):
                 raise Rejected("interest_waiver", f"waivers exceed the arrears ({case.amount_past_due} {currency})")
             _within_limit("interest_waiver", waiver, case.amount_past_due, "arrears", self.approver_role, limit)
             target = case.amount_past_due - waiver
+            if target <= 0:
+                raise Rejected("interest_waiver", "waives the whole arrears: nothing is left to arrange; "
+                                                  "close the case instead")
         schedule = self._schedule(target, currency)
         latest = now.date() + policy.max_term
         for index, item in enumerate(schedule):
@@ -99,6 +110,16 @@ class ProposeArrangement(Command):
                            approver_role=self.approver_role, schedule=schedule, waiver=waiver,
                            settlement_amount=target if self.kind == "settlement" else None)
 
+    def _only_fields_of_its_kind(self) -> None:
+        unused = {
+            "instalments": ["settlement_amount", "new_due_date"],
+            "extension": ["settlement_amount", "instalments"],
+            "settlement": ["new_due_date"] if self.instalments else [],
+        }[self.kind]
+        for field in unused:
+            if getattr(self, field) is not None:
+                raise Rejected(field, f"does not apply to {'an' if self.kind[0] in 'aei' else 'a'} {self.kind}")
+
     def _schedule(self, target: Decimal, currency: str) -> list[Instalment]:
         if self.kind == "extension" or (self.kind == "settlement" and not self.instalments):
             if self.instalments:
@@ -117,5 +138,5 @@ class ProposeArrangement(Command):
 def _within_limit(field: str, given_up: Decimal, base: Decimal, of_what: str, role: str, limit: Decimal) -> None:
     share = given_up / base if base else Decimal(0)
     if share > limit:
-        raise Rejected(field, f"gives up {share:.1%} of the {of_what}; approver role {role} may give up "
+        raise Rejected(field, f"gives up {share:.2%} of the {of_what}; approver role {role} may give up "
                               f"at most {limit:.0%}")

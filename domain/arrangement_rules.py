@@ -1,4 +1,4 @@
-"""What an arrangement does to its case: agreed, paid into, judged, completed or broken."""
+"""What an arrangement does to its case: agreed, paid into, judged, suspended, completed or broken."""
 
 from __future__ import annotations
 
@@ -24,29 +24,10 @@ def agree(case: CaseState, arrangement: Arrangement, now: datetime) -> None:
 
 
 def pay(case: CaseState, amount: Decimal, strategy: Strategy, now: datetime) -> None:
-    """Count a payment toward the active arrangement; complete it once everything is paid."""
-    arrangement = case.arrangement
-    if arrangement is None or arrangement.state != "active":
-        return
-    arrangement.allocate(amount)
-    if not arrangement.fully_paid:
-        return
-    arrangement.state = "completed"
-    case.release_hold("arrangement", now)
-    case.record(now, "arrangement_completed", "info", arrangement_kind=arrangement.kind)
-    if arrangement.kind == "settlement":
-        written_down = case.outstanding
-        case.amount_past_due = Decimal(0).quantize(case.amount_past_due)  # zero, in the currency's decimals
-        case.outstanding = Decimal(0).quantize(case.outstanding)
-        case.close(Outcome.SETTLED, f"settlement of {arrangement.settlement_amount} {case.currency} paid; "
-                                    f"{written_down} {case.currency} written down", now)
-        return
-    if arrangement.waiver:
-        waived = min(arrangement.waiver, case.amount_past_due)
-        case.amount_past_due -= waived
-        case.outstanding = max(Decimal(0), case.outstanding - waived)
-    if case.amount_past_due == 0:
-        case.close(Outcome.CURED, f"{arrangement.kind} arrangement completed", now)
+    """Count a payment toward the active arrangement."""
+    if case.arrangement_active:
+        case.arrangement.allocate(amount)  # type: ignore[union-attr]
+        _complete_if_paid(case, now)
 
 
 def judge(case: CaseState, strategy: Strategy, now: datetime) -> None:
@@ -70,10 +51,67 @@ def judge(case: CaseState, strategy: Strategy, now: datetime) -> None:
                         carried_forward=str(shortfall), late_count=arrangement.late_count)
         else:
             instalment.state = "missed"
-            arrangement.state = "broken"
+            arrangement.end("broken")
             case.arrangements_broken += 1
             case.release_hold("arrangement", now)
             case.record(now, "arrangement_broken", "info", arrangement_kind=arrangement.kind,
                         due_date=instalment.due_date.isoformat(), unpaid=str(instalment.remaining),
                         broken_total=case.arrangements_broken)
+            if case.amount_past_due == 0:
+                # Nothing is past due any more (a settlement's early instalments paid the arrears):
+                # there is nothing to collect, and the settlement's discount is lost.
+                case.close(Outcome.CURED, "past-due amount paid; the arrangement broke on the rest", now)
             return
+    _complete_if_paid(case, now)
+
+
+def suspend(case: CaseState, now: datetime) -> None:
+    """A hardship, dispute or operator hold began while the plan runs."""
+    if case.arrangement_active and case.arrangement.suspended_since is None:  # type: ignore[union-attr]
+        case.arrangement.suspended_since = now  # type: ignore[union-attr]
+
+
+def resume(case: CaseState, now: datetime) -> None:
+    """The last suspending hold ended: the remaining schedule moves on by the days it lasted."""
+    arrangement = case.arrangement
+    if arrangement is None or arrangement.state != "active" or arrangement.suspended_since is None:
+        return
+    days = (now.date() - arrangement.suspended_since.date()).days  # calendar days the hold spanned
+    arrangement.suspended_since = None
+    if days > 0 and arrangement.open:
+        arrangement.postpone(days)
+        case.record(now, "arrangement_rescheduled", "info", days=days,
+                    next_due_date=arrangement.open[0].due_date.isoformat())
+
+
+def cancel(case: CaseState, now: datetime) -> None:
+    """The case closes while a plan runs (written off, dispute upheld, operator)."""
+    if case.arrangement_active:
+        case.arrangement.end("cancelled")  # type: ignore[union-attr]
+        case.release_hold("arrangement", now)
+        case.record(now, "arrangement_cancelled", "info", reason="case closed")
+
+
+def _complete_if_paid(case: CaseState, now: datetime) -> None:
+    arrangement = case.arrangement
+    if arrangement is None or arrangement.state != "active" or not arrangement.fully_paid:
+        return
+    arrangement.end("completed")
+    for instalment in arrangement.schedule:
+        if instalment.state == "pending":
+            instalment.state = "paid"
+    case.release_hold("arrangement", now)
+    case.record(now, "arrangement_completed", "info", arrangement_kind=arrangement.kind)
+    if arrangement.kind == "settlement":
+        written_down = case.outstanding
+        case.amount_past_due = Decimal(0).quantize(case.amount_past_due)  # zero, in the currency's decimals
+        case.outstanding = Decimal(0).quantize(case.outstanding)
+        case.close(Outcome.SETTLED, f"settlement of {arrangement.settlement_amount} {case.currency} paid; "
+                                    f"{written_down} {case.currency} written down", now)
+        return
+    if arrangement.waiver:
+        waived = min(arrangement.waiver, case.amount_past_due)
+        case.amount_past_due -= waived
+        case.outstanding = max(Decimal(0), case.outstanding - waived)
+    if case.amount_past_due == 0:
+        case.close(Outcome.CURED, f"{arrangement.kind} arrangement completed", now)

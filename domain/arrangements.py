@@ -25,7 +25,7 @@ class Instalment(BaseModel):
     paid: Decimal = Decimal(0)
     # What a tolerated late instalment left unpaid, moved onto the next one.
     carried_forward: Decimal = Decimal(0)
-    state: Literal["pending", "paid", "late", "missed"] = "pending"
+    state: Literal["pending", "paid", "late", "missed", "cancelled"] = "pending"
     reminded: bool = False
 
     @property
@@ -35,7 +35,8 @@ class Instalment(BaseModel):
 
 class Arrangement(BaseModel):
     kind: ArrangementKind
-    state: Literal["active", "completed", "broken"] = "active"
+    # active | completed | broken as in the contract; cancelled when the case closes under a plan.
+    state: Literal["active", "completed", "broken", "cancelled"] = "active"
     agreed_at: datetime
     approved_by: str | None = None
     approver_role: str = "agent"
@@ -43,8 +44,9 @@ class Arrangement(BaseModel):
     waiver: Decimal = Decimal(0)
     settlement_amount: Decimal | None = None
     late_count: int = 0
-    # Grace runs again from here after another hold (hardship, dispute, operator) ended.
-    grace_from: datetime | None = None
+    # Since when a hardship, dispute or operator hold has suspended the plan; when the last such
+    # hold ends, the remaining schedule moves on by as many days (a payment holiday).
+    suspended_since: datetime | None = None
 
     @property
     def open(self) -> list[Instalment]:
@@ -54,10 +56,25 @@ class Arrangement(BaseModel):
     def amount_remaining(self) -> Decimal:
         return sum((i.remaining for i in self.schedule if i.state in ("pending", "late")), Decimal(0))
 
+    @property
+    def key(self) -> str:
+        """Tells this plan's reminders from another plan's on the same case."""
+        return self.agreed_at.strftime("%Y%m%dT%H%M%S%f")
+
     def deadline(self, instalment: Instalment, grace: timedelta) -> datetime:
         end_of_day = datetime.combine(instalment.due_date + timedelta(days=1), time.min, tzinfo=timezone.utc)
-        base = end_of_day + grace
-        return max(base, self.grace_from + grace) if self.grace_from is not None else base
+        return end_of_day + grace
+
+    def postpone(self, days: int) -> None:
+        for instalment in self.open:
+            instalment.due_date += timedelta(days=days)
+            instalment.reminded = False
+
+    def end(self, state: Literal["completed", "broken", "cancelled"]) -> None:
+        self.state = state
+        for instalment in self.open:
+            if state != "completed":
+                instalment.state = "cancelled"
 
     def allocate(self, amount: Decimal) -> Decimal:
         """Apply a payment to the open instalments, oldest first; return what is left over."""
@@ -77,7 +94,7 @@ class Arrangement(BaseModel):
         return all(i.remaining == 0 for i in self.schedule)
 
     def view(self, grace: timedelta) -> dict:
-        upcoming = self.open[0] if self.open else None
+        upcoming = self.open[0] if self.open and self.state == "active" else None
         return {
             "kind": self.kind, "state": self.state, "agreed_at": self.agreed_at.isoformat(),
             "approved_by": self.approved_by, "approver_role": self.approver_role,
@@ -90,6 +107,6 @@ class Arrangement(BaseModel):
             "next_due_date": upcoming.due_date.isoformat() if upcoming else None,
             "next_amount": str(upcoming.remaining) if upcoming else None,
             "next_judged_at": self.deadline(upcoming, grace).isoformat() if upcoming else None,
-            "amount_remaining": str(self.amount_remaining),
+            "amount_remaining": str(self.amount_remaining) if self.state == "active" else "0",
             "late_count": self.late_count,
         }

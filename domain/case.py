@@ -159,14 +159,14 @@ class CaseState(BaseModel):
     def put_on_hold(self, hold: Hold, now: datetime) -> None:
         self.holds = [h for h in self.holds if h.kind != hold.kind] + [hold]
         self.sync_clock(now)
+        if hold.kind in SUSPENDING_HOLDS:
+            arrangement_rules.suspend(self, now)
 
     def release_hold(self, kind: HoldKind, now: datetime) -> None:
-        had = any(h.kind == kind for h in self.holds)
         self.holds = [h for h in self.holds if h.kind != kind]
         self.sync_clock(now)
-        if had and kind in SUSPENDING_HOLDS and self.arrangement_active:
-            # The borrower gets the full grace again from the end of the hold.
-            self.arrangement.grace_from = now  # type: ignore[union-attr]
+        if not self.commitments_suspended:
+            arrangement_rules.resume(self, now)
 
     @property
     def arrangement_active(self) -> bool:
@@ -218,6 +218,7 @@ class CaseState(BaseModel):
                             reason=self.pause_reason or "calls stopped")
 
     def close(self, outcome: Outcome, note: str, now: datetime) -> None:
+        arrangement_rules.cancel(self, now)
         self.outcome = outcome
         self.close_note = note
         self.record(now, "case_closed", "info", reason=note, outcome=outcome.value)

@@ -235,6 +235,8 @@ class Escalate(Command):
     def check(self, case, strategy, now):
         if case.stage.following() is None:
             raise Rejected("", f"the case is already at the last stage ({case.stage.value})")
+        if case.arrangement_active:
+            raise Rejected("", "the case is following a repayment arrangement; it escalates only if the plan breaks")
 
     def apply(self, case, strategy, now):
         case.exit_requested = f"operator: {self.reason or 'escalated'}"

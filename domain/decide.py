@@ -135,17 +135,22 @@ def _arrangement_step(case: CaseState, strategy: Strategy, now: datetime,
     assert arrangement is not None
     if case.commitments_suspended:
         return None  # nothing is asked of the borrower, nor judged, during hardship, dispute or hold
-    for index, instalment in enumerate(arrangement.schedule):
-        if instalment.state != "pending":
+    pending = [(index, i) for index, i in enumerate(arrangement.schedule) if i.state == "pending"]
+    if pending:
+        wakes.append((arrangement.deadline(pending[0][1], policy.grace), "instalment due"))
+    if policy.reminder_before is None or not policy.reminder_template:
+        return None
+    for index, instalment in pending:
+        # Only an instalment still ahead is reminded of; one awaiting judgment does not hold back the next.
+        if instalment.reminded or instalment.remaining == 0 or now >= _midnight(instalment.due_date):
             continue
-        if policy.reminder_before is not None and policy.reminder_template and not instalment.reminded:
-            remind_at = _midnight(instalment.due_date) - policy.reminder_before
-            if remind_at > arrangement.agreed_at and instalment.remaining > 0:
-                if now >= remind_at:
-                    return _act_or_block(case, Channel.SMS, policy.reminder_template,
-                                         f"arrangement_reminder:{index}")
-                wakes.append((remind_at, "instalment reminder"))
-        wakes.append((arrangement.deadline(instalment, policy.grace), "instalment due"))
+        remind_at = _midnight(instalment.due_date) - policy.reminder_before
+        if remind_at <= arrangement.agreed_at:
+            continue  # agreed too close to the date for a reminder
+        if now >= remind_at:
+            return _act_or_block(case, Channel.SMS, policy.reminder_template,
+                                 f"arrangement_reminder:{arrangement.key}:{index}")
+        wakes.append((remind_at, "instalment reminder"))
         break
     return None
 
@@ -181,8 +186,12 @@ def mark_done(case: CaseState, key: str) -> None:
     """Remember that the treatment behind ``key`` ran (or was blocked), so it never runs twice."""
     if key == "promise_reminder" and case.promise is not None:
         case.promise.reminded = True
-    elif key.startswith("arrangement_reminder:") and case.arrangement is not None:
-        case.arrangement.schedule[int(key.split(":", 1)[1])].reminded = True
+    elif key.startswith("arrangement_reminder:"):
+        _, plan, index = key.split(":")
+        arrangement = case.arrangement
+        # The plan may have ended, and another begun, while the reminder was on its way.
+        if arrangement is not None and arrangement.key == plan and int(index) < len(arrangement.schedule):
+            arrangement.schedule[int(index)].reminded = True
     elif key.startswith("missed_call:"):
         task_id = key.split(":", 1)[1]
         for task in case.calls:

@@ -84,7 +84,7 @@ def test_an_agent_may_waive_up_to_ten_percent_and_a_supervisor_up_to_half():
     waive_15 = plan(("2025-03-10", "382.50"), interest_waiver="67.50")
     error = refusal(new_case(), waive_15)
     assert error.field == "interest_waiver"
-    assert error.reason == "gives up 15.0% of the arrears; approver role agent may give up at most 10%"
+    assert error.reason == "gives up 15.00% of the arrears; approver role agent may give up at most 10%"
     assert send(new_case(), "propose_arrangement", {**waive_15, "approver_role": "supervisor", "approved_by": "sup-1"})
     assert send(new_case(), "propose_arrangement", plan(("2025-03-10", "405.00"), interest_waiver="30", fee_waiver="15"))
 
@@ -92,10 +92,14 @@ def test_an_agent_may_waive_up_to_ten_percent_and_a_supervisor_up_to_half():
 def test_a_settlement_discount_is_limited_by_the_approver_role():
     case = new_case(outstanding_amount="5000.00")
     error = refusal(case, {"kind": "settlement", "settlement_amount": "2000.00", "new_due_date": "2025-03-20",
+                           "approver_role": "supervisor", "approved_by": "sup-1"})
+    assert error.field == "settlement_amount" and "gives up 60.00% of the balance" in error.reason
+    error = refusal(case, {"kind": "settlement", "settlement_amount": "2600.00", "new_due_date": "2025-03-20",
                            "approver_role": "supervisor"})
-    assert error.field == "settlement_amount" and "gives up 60.0% of the balance" in error.reason
+    assert error.field == "approved_by" and error.reason == "name the supervisor who approved it"
     assert send(case, "propose_arrangement", {"kind": "settlement", "settlement_amount": "2600.00",
-                                              "new_due_date": "2025-03-20", "approver_role": "supervisor"})
+                                              "new_due_date": "2025-03-20", "approver_role": "supervisor",
+                                              "approved_by": "sup-1"})
 
 
 def test_an_arrangement_is_refused_while_a_promise_is_pending_or_another_is_active():
@@ -213,18 +217,22 @@ def test_a_hardship_case_moves_to_an_arrangement_which_ends_the_hardship_pause()
     assert any(e.kind == "hardship_ended" for e in case.events)
 
 
-def test_hardship_during_an_arrangement_suspends_judging_and_restarts_grace():
+def test_hardship_during_an_arrangement_suspends_it_and_moves_the_schedule_on():
     case = new_case()
     send(case, "propose_arrangement", THREE)
-    send(case, "hardship", {"reason": "hospitalised"}, T0 + DAY)
+    send(case, "hardship", {"reason": "hospitalised"}, at_midnight("2025-03-05"))
     tick(case, STRATEGY, at_midnight("2025-03-20"))
     assert case.arrangement.state == "active" and case.arrangement.schedule[0].state == "pending"
     assert isinstance(decide(case, STRATEGY, at_midnight("2025-03-20")), Wait)  # no reminder either
-    send(case, "hardship_resolved", {}, at_midnight("2025-03-20"))
-    tick(case, STRATEGY, at_midnight("2025-03-23") - timedelta(seconds=1))
+    send(case, "hardship_resolved", {}, at_midnight("2025-03-20"))  # 15 days of hardship
+    assert [i.due_date.isoformat() for i in case.arrangement.schedule] == ["2025-03-25", "2025-04-01", "2025-04-08"]
+    rescheduled = [e for e in case.events if e.kind == "arrangement_rescheduled"]
+    assert len(rescheduled) == 1 and rescheduled[0].detail["days"] == 15
+    tick(case, STRATEGY, at_midnight("2025-03-29") - timedelta(seconds=1))
     assert case.arrangement.state == "active"
-    tick(case, STRATEGY, at_midnight("2025-03-23"))
+    tick(case, STRATEGY, at_midnight("2025-03-29"))
     assert case.arrangement.state == "broken"
+    assert [i.state for i in case.arrangement.schedule] == ["missed", "cancelled", "cancelled"]
 
 
 def test_a_courtesy_reminder_goes_out_before_each_instalment():
@@ -232,14 +240,15 @@ def test_a_courtesy_reminder_goes_out_before_each_instalment():
     send(case, "propose_arrangement", THREE)
     # Two days before 10 March; the first wake is the reminder.
     assert decide(case, STRATEGY, T0) == Wait(at_midnight("2025-03-08"), "instalment reminder")
+    plan_key = case.arrangement.key
     step = decide(case, STRATEGY, at_midnight("2025-03-08"))
-    assert step == Act(Channel.SMS, "arrangement_reminder", "arrangement_reminder:0")
+    assert step == Act(Channel.SMS, "arrangement_reminder", f"arrangement_reminder:{plan_key}:0")
     mark_done(case, step.key)
     assert decide(case, STRATEGY, at_midnight("2025-03-08")) == Wait(at_midnight("2025-03-14"), "instalment due")
     send(case, "payment_received", {"amount": "150", "reference": "one"}, at_midnight("2025-03-09"))
     tick(case, STRATEGY, at_midnight("2025-03-14"))
     assert decide(case, STRATEGY, at_midnight("2025-03-15")) == Act(
-        Channel.SMS, "arrangement_reminder", "arrangement_reminder:1")
+        Channel.SMS, "arrangement_reminder", f"arrangement_reminder:{plan_key}:1")
 
 
 def test_a_ceased_sms_channel_blocks_the_reminder_but_not_the_plan():
@@ -248,3 +257,75 @@ def test_a_ceased_sms_channel_blocks_the_reminder_but_not_the_plan():
     send(case, "cease_contact", {"channels": ["sms"]})
     step = decide(case, STRATEGY, at_midnight("2025-03-08"))
     assert step.channel is Channel.SMS and step.reason == "borrower asked to cease contact on this channel"
+
+
+# -- refusals that protect the plan, and every way a plan can end ------------------------------
+
+@pytest.mark.parametrize("hold_command, payload", [
+    ("dispute", {"reason": "not my loan"}),
+    ("hold", {"reason": "fraud review"}),
+])
+def test_no_plan_is_agreed_while_the_debt_is_disputed_or_held_by_an_operator(hold_command, payload):
+    case = new_case()
+    send(case, hold_command, payload)
+    kind = "dispute" if hold_command == "dispute" else "operator"
+    assert refusal(case, THREE).reason == f"the case is on a {kind} hold; resolve it before agreeing a plan"
+
+
+@pytest.mark.parametrize("payload, field", [
+    ({**THREE, "new_due_date": "2025-03-20"}, "new_due_date"),
+    ({**THREE, "settlement_amount": "400"}, "settlement_amount"),
+    ({"kind": "extension", "new_due_date": "2025-03-20", "instalments": THREE["instalments"]}, "instalments"),
+])
+def test_fields_that_do_not_apply_to_the_kind_are_refused(payload, field):
+    error = refusal(new_case(), payload)
+    assert error.field == field and error.reason.startswith("does not apply to")
+
+
+def test_a_plan_needs_arrears_and_must_leave_something_to_pay():
+    paid_up = new_case()
+    paid_up.amount_past_due = Decimal("0.00")  # defensive: an open case normally has arrears
+    assert refusal(paid_up, plan(("2025-03-10", "450"))).reason == "nothing is past due: there are no arrears to arrange"
+    whole = refusal(new_case(), {**plan(("2025-03-10", "1")), "interest_waiver": "450", "approver_role": "supervisor",
+                                 "approved_by": "sup-1"})
+    assert whole.field == "interest_waiver"
+
+
+def test_an_operator_cannot_escalate_a_case_that_follows_a_plan():
+    case = new_case()
+    send(case, "propose_arrangement", THREE)
+    with pytest.raises(Rejected, match="it escalates only if the plan breaks"):
+        parse("escalate", {"reason": "slow payer"}, case, STRATEGY, T0)
+
+
+def test_closing_a_case_under_a_plan_cancels_the_plan():
+    case = new_case()
+    send(case, "propose_arrangement", THREE)
+    send(case, "payment_received", {"amount": "150", "reference": "one"}, T0 + DAY)
+    send(case, "close", {"outcome": "written_off", "note": "deceased"}, T0 + 2 * DAY)
+    assert case.outcome is Outcome.WRITTEN_OFF and case.hold("arrangement") is None
+    arrangement = status(case, STRATEGY, T0 + 2 * DAY)["arrangement"]
+    assert arrangement["state"] == "cancelled" and arrangement["next_due_date"] is None
+    assert [i["state"] for i in arrangement["schedule"]] == ["paid", "cancelled", "cancelled"]
+    assert any(e.kind == "arrangement_cancelled" for e in case.events)
+
+
+def test_a_broken_settlement_whose_arrears_were_paid_closes_the_case_cured():
+    case = new_case(outstanding_amount="5000.00")
+    send(case, "propose_arrangement", {"kind": "settlement", "settlement_amount": "4600.00",
+                                       "instalments": [{"due_date": "2025-03-10", "amount": "2300.00"},
+                                                       {"due_date": "2025-04-10", "amount": "2300.00"}]})
+    send(case, "payment_received", {"amount": "2300", "reference": "s1"}, T0 + DAY)
+    tick(case, STRATEGY, at_midnight("2025-04-14"))  # the second instalment was never paid
+    assert case.arrangement.state == "broken" and case.outcome is Outcome.CURED
+    assert case.outstanding == Decimal("2700.00")  # the settlement's discount is lost with the plan
+
+
+def test_a_reminder_for_an_ended_plan_does_not_mark_the_next_plan():
+    case = new_case()
+    send(case, "propose_arrangement", THREE)
+    old_key = f"arrangement_reminder:{case.arrangement.key}:0"
+    tick(case, STRATEGY, at_midnight("2025-03-14"))  # broken
+    send(case, "propose_arrangement", plan(("2025-03-20", "450")), at_midnight("2025-03-14"))
+    mark_done(case, old_key)
+    assert not case.arrangement.schedule[0].reminded

@@ -9,7 +9,7 @@ from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
 from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
 
-from tests.conftest import eventually, events, make_loan, start_case, status
+from tests.conftest import eventually, events, make_loan, start_case, status, strategy
 
 
 async def _today(env) -> date:
@@ -115,9 +115,15 @@ async def test_hardship_moves_to_an_arrangement_and_hardship_within_it_suspends_
     await env.sleep(timedelta(days=20))  # the instalment fell due during the hardship
     state = await status(handle)
     assert state["arrangement"]["state"] == "active"
-    await handle.execute_update("hardship_resolved", {})
-    await env.sleep(timedelta(days=4))  # grace runs again from the end of the hardship
-    assert (await status(handle))["arrangement"]["state"] == "broken"
+    state = await handle.execute_update("hardship_resolved", {})
+    # The schedule moves on by the 20 days the hardship lasted: due on day 27 instead of day 7.
+    assert events(state, "arrangement_rescheduled")[-1]["detail"]["days"] == 20
+    assert state["arrangement"]["schedule"][0]["due_date"] == (today + timedelta(days=27)).isoformat()
+    await env.sleep(timedelta(days=4))
+    assert (await status(handle))["arrangement"]["state"] == "active"
+    await env.sleep(timedelta(days=8))  # due day 27, judged at the end of day 30
+    state = await status(handle)
+    assert state["arrangement"]["state"] == "broken" and state["arrangement"]["schedule"][0]["state"] == "missed"
 
 
 async def test_a_waiver_beyond_the_approvers_limit_is_refused_naming_the_limit(env, worker):
@@ -126,7 +132,69 @@ async def test_a_waiver_beyond_the_approvers_limit_is_refused_naming_the_limit(e
     payload = {**_plan(today, "382.50"), "interest_waiver": "67.50"}
     with pytest.raises(WorkflowUpdateFailedError) as failure:
         await handle.execute_update("propose_arrangement", payload)
-    assert "interest_waiver: gives up 15.0% of the arrears; approver role agent may give up at most 10%" in str(
+    assert "interest_waiver: gives up 15.00% of the arrears; approver role agent may give up at most 10%" in str(
         failure.value.cause)
-    state = await handle.execute_update("propose_arrangement", {**payload, "approver_role": "supervisor"})
+    state = await handle.execute_update("propose_arrangement", {**payload, "approver_role": "supervisor",
+                                                                "approved_by": "sup-2"})
     assert state["arrangement"]["waiver"] == "67.50"
+
+
+async def test_a_strategy_that_tolerates_a_late_instalment_carries_its_shortfall_forward(env, worker):
+    base = strategy()
+    lenient = base.model_copy(update={"arrangements": base.arrangements.model_copy(update={"tolerated_late": 1})})
+    handle = await start_case(env.client, worker, strat=lenient)
+    today = await _today(env)
+    await handle.execute_update("propose_arrangement", _plan(today, "225.00", "225.00"))
+    await handle.execute_update("payment_received", {"amount": "100.00", "reference": "PART"})
+    await env.sleep(timedelta(days=12))  # the first instalment is judged short, and tolerated
+    state = await status(handle)
+    assert state["arrangement"]["state"] == "active"
+    first, second = state["arrangement"]["schedule"]
+    assert first["state"] == "late" and first["carried_forward"] == "125.00" and second["amount"] == "350.00"
+    await handle.signal("payment_received", {"amount": "350.00", "reference": "REST"})
+    result = await handle.result()
+    assert result["outcome"] == "cured" and result["arrangement"]["state"] == "completed"
+
+
+async def test_closing_a_case_under_a_plan_cancels_it_in_status_and_the_ui(env, worker):
+    handle = await start_case(env.client, worker)
+    today = await _today(env)
+    await handle.execute_update("propose_arrangement", _plan(today, "225.00", "225.00"))
+    await handle.signal("close", {"outcome": "written_off", "note": "borrower deceased"})
+    result = await handle.result()
+    assert result["outcome"] == "written_off" and result["arrangement"]["state"] == "cancelled"
+    assert [i["state"] for i in result["arrangement"]["schedule"]] == ["cancelled", "cancelled"]
+    assert await _arrangement_state_attribute(env, handle.id) == b'"cancelled"'
+
+
+async def test_a_refused_proposal_sent_as_a_signal_is_recorded_and_the_case_carries_on(env, worker):
+    handle = await start_case(env.client, worker)
+    today = await _today(env)
+    await handle.signal("propose_arrangement", _plan(today, "100.00"))  # does not cover the arrears
+    state = await eventually(handle, lambda s: events(s, status_="rejected"))
+    rejected = events(state, status_="rejected")[0]
+    assert rejected["kind"] == "propose_arrangement"
+    assert rejected["reason"].startswith("instalments: add up to 100.00 USD")
+    assert state["arrangement"] is None and not state["paused"]
+    state = await handle.execute_update("propose_arrangement", _plan(today, "450.00"))
+    assert state["arrangement"]["state"] == "active"
+
+
+async def test_a_plan_survives_continue_as_new(env, worker):
+    handle = await start_case(env.client, worker, history_limit=40)
+    first_run = handle.result_run_id
+    today = await _today(env)
+    await handle.execute_update("propose_arrangement",
+                                _plan(today, *["50.00"] * 9, first_in=7, every=7))
+    for n in range(8):
+        await handle.execute_update("payment_received", {"amount": "50.00", "reference": f"I{n}"})
+        await env.sleep(timedelta(days=7))
+    latest = env.client.get_workflow_handle(handle.id)
+    assert (await latest.describe()).run_id != first_run
+    state = await status(latest)
+    assert state["arrangement"]["state"] == "active" and state["arrangement"]["amount_remaining"] == "50.00"
+    await latest.signal("payment_received", {"amount": "50.00", "reference": "I8"})
+    result = await latest.result()
+    assert result["outcome"] == "cured" and result["arrangement"]["state"] == "completed"
+    reminders = [e for e in events(result, "sms_sent") if e["detail"]["template"] == "arrangement_reminder"]
+    assert len({e["detail"]["idempotency_key"] for e in reminders}) == len(reminders)
