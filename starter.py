@@ -29,6 +29,7 @@ from domain.errors import Rejected
 from domain.loan import REQUIRED_COLUMNS, Loan
 from domain.strategy import Strategy
 from infra.client import connect
+from infra.compliance import ComplianceError, check_tightening, profile_for
 from infra.settings import Settings
 from infra.strategies import StrategyError, load_strategy
 from workflows.inputs import CaseInput, case_workflow_id
@@ -97,7 +98,8 @@ async def start_cases(client: Client, loans: list[tuple[int, Loan]], strategy: S
         async with gate:
             try:
                 await client.start_workflow(
-                    LoanCollectionWorkflow.run, CaseInput(loan=loan, strategy=strategy),
+                    LoanCollectionWorkflow.run,
+                    CaseInput(loan=loan, strategy=strategy, compliance=profile_for(loan, strategy)),
                     id=case_workflow_id(loan.loan_id), task_queue=task_queue,
                     # One case per loan, ever: re-running an intake file never duplicates a case.
                     id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
@@ -118,6 +120,7 @@ async def start_cases(client: Client, loans: list[tuple[int, Loan]], strategy: S
 async def intake(path: Path, strategy_name: str, settings: Settings, client: Client | None = None,
                  task_queue: str | None = None) -> IntakeReport:
     strategy = load_strategy(strategy_name, settings.strategies_dir, TemplateBook(settings.templates_dir))
+    check_tightening(strategy)  # a tightening that cannot apply fails the whole file
     loans, rejected = read_portfolio(path)
     report = IntakeReport(rejected=rejected)
     if client is None:
@@ -137,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         report = asyncio.run(intake(args.file, args.strategy, Settings.from_env(), task_queue=args.task_queue))
-    except (PortfolioError, StrategyError, IntakeError) as err:
+    except (PortfolioError, StrategyError, ComplianceError, IntakeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     for line, reason in report.rejected:

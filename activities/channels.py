@@ -19,12 +19,15 @@ import structlog
 from temporalio import activity
 
 from activities.models import (
-    CaseFacts, ContactReceipt, ContactRequest, VisitPlanned, VisitRequest, WorkItem, WorkItemRequest,
+    CaseFacts, ContactReceipt, ContactRequest, ProfileRequest, VisitPlanned, VisitRequest, WorkItem,
+    WorkItemRequest,
 )
 from activities.outbox import FileOutbox, safe_name
 from activities.templates import TemplateBook
+from domain.compliance import Profile
 from domain.loan import Loan
 from domain.money import format_money
+from infra.compliance import profile_for
 
 log = structlog.get_logger("arrears.activities")
 
@@ -161,6 +164,12 @@ class CollectionActivities:
         return VisitPlanned(visit_id=item.item_id, agents=agents, scheduled_for=request.scheduled_for,
                             location=item.location)
 
+    @activity.defn(name="resolve_compliance_profile")
+    async def resolve_compliance_profile(self, request: ProfileRequest) -> Profile:
+        """For a case started before compliance profiles: its profile, from the worker's files."""
+        return profile_for(request.loan, request.strategy)
+
     def all(self) -> list:
         return [self.send_sms, self.send_email, self.issue_letter, self.create_call_task,
-                self.hand_off_to_legal, self.flag_overdue_visit, self.plan_field_visit]
+                self.hand_off_to_legal, self.flag_overdue_visit, self.plan_field_visit,
+                self.resolve_compliance_profile]

@@ -7,6 +7,7 @@ from datetime import datetime
 from pydantic import BaseModel
 
 from domain.loan import Loan
+from domain.strategy import Strategy
 
 
 class CaseFacts(BaseModel):
@@ -71,3 +72,10 @@ class VisitPlanned(BaseModel):
     agents: list[str]
     scheduled_for: datetime
     location: str
+
+
+class ProfileRequest(BaseModel):
+    """Which compliance profile a case that started without one runs under."""
+
+    loan: Loan
+    strategy: Strategy

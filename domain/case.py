@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from domain import arrangement_rules
 from domain.arrangements import Arrangement
+from domain.compliance import CALL_RESULTS, ContactAttempt, Profile, remember
 from domain.loan import Loan
 from domain.stages import Channel, Outcome, Stage
 from domain.strategy import Strategy
@@ -31,6 +32,9 @@ class Hold(BaseModel):
     reason: str
     since: datetime
     until: datetime | None = None
+    # A statutory moratorium (UK breathing space): no payment demands, no enforcement, interest
+    # and fees frozen.
+    moratorium: bool = False
 
 
 class PromiseToPay(BaseModel):
@@ -69,10 +73,21 @@ class FieldVisit(BaseModel):
         return self.last_report_outcome not in (None, "not_home")
 
 
+class Deferral(BaseModel):
+    """A contact that was due but may not happen yet; it waits on a durable timer."""
+
+    key: str
+    channel: Channel
+    template: str | None = None
+    since: datetime
+    until: datetime
+    reason: str
+
+
 class CaseEvent(BaseModel):
     at: datetime
     kind: str
-    status: Literal["accepted", "rejected", "duplicate", "sent", "blocked", "failed", "info"]
+    status: Literal["accepted", "rejected", "duplicate", "sent", "blocked", "deferred", "failed", "info"]
     reason: str | None = None
     detail: dict[str, Any] = {}
 
@@ -110,6 +125,13 @@ class CaseState(BaseModel):
     seq: int = 0
     events: list[CaseEvent] = []
     events_dropped: int = 0
+    # Compliance (None on a case from before the checks, while it replays its old history).
+    compliance: Profile | None = None
+    timezone: str | None = None
+    vulnerable: bool = False
+    validation_notice: Literal["sent", "blocked"] | None = None
+    contacts: list[ContactAttempt] = []
+    deferred: list[Deferral] = []
 
     # -- reading -------------------------------------------------------------
     @property
@@ -126,6 +148,13 @@ class CaseState(BaseModel):
 
     def hold(self, kind: HoldKind) -> Hold | None:
         return next((h for h in self.holds if h.kind == kind), None)
+
+    @property
+    def validation_notice_sent(self) -> bool:
+        return self.validation_notice == "sent"
+
+    def deferral(self, key: str) -> Deferral | None:
+        return next((d for d in self.deferred if d.key == key), None)
 
     def stage_clock(self, now: datetime) -> timedelta:
         running = now - self.clock_since if self.clock_since is not None else timedelta(0)
@@ -144,6 +173,39 @@ class CaseState(BaseModel):
             overflow = len(self.events) - MAX_EVENTS
             del self.events[:overflow]
             self.events_dropped += overflow
+
+    def apply_compliance(self, profile: Profile, timezone_name: str, vulnerable: bool, now: datetime) -> None:
+        self.compliance, self.timezone, self.vulnerable = profile, timezone_name, self.vulnerable or vulnerable
+        self.record(now, "compliance_profile", "info", profile=profile.name, label=profile.label,
+                    tightened_by=profile.tightened_by, production=profile.production)
+
+    def defer(self, deferral: Deferral, now: datetime) -> None:
+        known = self.deferral(deferral.key)
+        if known is not None:
+            deferral = deferral.model_copy(update={"since": known.since})
+        self.deferred = [d for d in self.deferred if d.key != deferral.key] + [deferral]
+        self.record(now, f"{deferral.channel.value}_deferred", "deferred", reason=deferral.reason,
+                    treatment=deferral.key, until=deferral.until.isoformat())
+
+    def drop_deferred(self, now: datetime, why: str, *, stage_only: bool = False) -> None:
+        for deferral in list(self.deferred):
+            if stage_only and deferral.key.startswith(("promise_reminder", "arrangement_reminder")):
+                continue  # those belong to the promise or plan, not to the stage
+            self.deferred.remove(deferral)
+            self.record(now, f"{deferral.channel.value}_blocked", "blocked", treatment=deferral.key,
+                        reason=f"{why} while it was deferred ({deferral.reason})")
+
+    def contacted(self, channel: Channel, template: str | None, now: datetime) -> None:
+        """Count a contact made toward the caps; a call counts from its task, its result comes later."""
+        attempt = ContactAttempt(at=now, channel=channel, template=template,
+                                 result="pending" if channel is Channel.CALL else None)
+        self.contacts = remember(self.contacts, attempt)
+
+    def call_answered(self, outcome: str) -> None:
+        for attempt in reversed(self.contacts):
+            if attempt.channel is Channel.CALL and attempt.result == "pending":
+                attempt.result = CALL_RESULTS.get(outcome, "unanswered")
+                return
 
     def sync_clock(self, now: datetime) -> None:
         """Stop the stage clock while any hold applies, restart it when none does."""
@@ -196,6 +258,8 @@ class CaseState(BaseModel):
         self.done = []
         self.calls = []
         self.exit_requested = None
+        # A contact of the old stage that never found a lawful moment is not sent late.
+        self.drop_deferred(now, "the stage ended", stage_only=True)
         self.sync_clock(now)
         self.record(now, "stage_entered", "info", reason=why, stage=stage.value, previous=previous.value)
 
@@ -219,12 +283,13 @@ class CaseState(BaseModel):
 
     def close(self, outcome: Outcome, note: str, now: datetime) -> None:
         arrangement_rules.cancel(self, now)
+        self.drop_deferred(now, "the case closed")
         self.outcome = outcome
         self.close_note = note
         self.record(now, "case_closed", "info", reason=note, outcome=outcome.value)
 
 
-def open_case(loan: Loan, strategy: Strategy, now: datetime) -> CaseState:
+def open_case(loan: Loan, strategy: Strategy, now: datetime, profile: Profile | None = None) -> CaseState:
     stage, skip = strategy.entry(loan)
     case = CaseState(
         loan_id=loan.loan_id, currency=loan.currency, stage=stage, stage_entered_at=now,
@@ -234,6 +299,8 @@ def open_case(loan: Loan, strategy: Strategy, now: datetime) -> CaseState:
     case.sync_clock(now)
     case.record(now, "case_opened", "info", stage=stage.value, strategy=strategy.name,
                 days_past_due=loan.days_past_due, skip=[s.value for s in sorted(skip)])
+    if profile is not None:
+        case.apply_compliance(profile, loan.timezone, loan.vulnerable, now)
     return case
 
 

@@ -114,8 +114,19 @@ class HardshipReported(Command):
     name = "hardship"
     reason: str = Text
     until: datetime | date | None = None
+    # A statutory moratorium the lender was notified of (UK breathing space): it lasts the
+    # profile's fixed term from now, and no payment is demanded nor anything enforced meanwhile.
+    breathing_space: bool = False
 
     def check(self, case, strategy, now):
+        if self.breathing_space:
+            days = case.compliance.breathing_space_days if case.compliance is not None else None
+            if days is None:
+                profile = case.compliance.name if case.compliance is not None else "this case's"
+                raise Rejected("breathing_space", f"the {profile} profile has no breathing-space scheme")
+            if self.until is not None:
+                raise Rejected("until", f"a breathing space lasts {days} days by law; leave until out")
+            return
         _check_until(self.deadline, now, strategy.hardship_max)
 
     @property
@@ -123,7 +134,11 @@ class HardshipReported(Command):
         return _as_deadline(self.until) if self.until is not None else None
 
     def apply(self, case, strategy, now):
-        case.put_on_hold(Hold(kind="hardship", reason=self.reason, since=now, until=self.deadline), now)
+        until, moratorium = self.deadline, False
+        if self.breathing_space and case.compliance is not None and case.compliance.breathing_space_days:
+            until, moratorium = now + timedelta(days=case.compliance.breathing_space_days), True
+        case.put_on_hold(Hold(kind="hardship", reason=self.reason, since=now, until=until,
+                              moratorium=moratorium), now)
         case.record(now, self.name, "accepted", **self.audit())
 
 
@@ -202,6 +217,7 @@ class CallOutcome(Command):
     def apply(self, case, strategy, now):
         task = next(task for task in case.calls if task.outcome is None)
         task.outcome = self.outcome
+        case.call_answered(self.outcome)
         if self.outcome == "wrong_number":
             case.phone_invalid = True
         case.record(now, self.name, "accepted", task_id=task.task_id, **self.audit())
@@ -296,11 +312,24 @@ class Assign(Command):
         case.record(now, self.name, "accepted", **self.audit())
 
 
+class Vulnerability(Command):
+    """A vulnerability became known (or no longer applies): no field visits while it does."""
+
+    name = "vulnerability"
+    vulnerable: bool
+    note: str | None = Field(default=None, max_length=500)
+
+    def apply(self, case, strategy, now):
+        case.vulnerable = self.vulnerable
+        # Only the flag goes into the case's events: the note is likely health or family data.
+        case.record(now, self.name, "accepted", vulnerable=self.vulnerable)
+
+
 COMMANDS: dict[str, type[Command]] = {
     cls.name: cls
     for cls in (PaymentReceived, PromiseToPayCommand, HardshipReported, HardshipResolved, DisputeRaised,
                 DisputeResolved, CeaseContact, CallOutcome, FieldVisitReport, ProposeArrangement, Escalate,
-                OperatorHold, Release, Close, Assign)
+                OperatorHold, Release, Close, Assign, Vulnerability)
 }
 
 

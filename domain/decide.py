@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 
 from domain.case import CaseState
+from domain.compliance import check_contact
 from domain.stages import Channel, Stage
 from domain.strategy import StageConfig, Strategy
 
@@ -47,15 +48,30 @@ class Block:
 
 
 @dataclass(frozen=True)
+class Defer:
+    """A treatment that is due but may not happen yet (quiet hours, a cap, a cooldown): recorded,
+    and tried again at ``until`` on a durable timer."""
+
+    channel: Channel
+    template: str | None
+    key: str
+    until: datetime
+    reason: str
+
+
+@dataclass(frozen=True)
 class Wait:
     until: datetime | None  # None: nothing is scheduled; only a signal or update wakes the case
     reason: str
 
 
-Step = Finish | Advance | Act | Block | Wait
+Step = Finish | Advance | Act | Block | Defer | Wait
+Contact = Act | Block | Defer
+VALIDATION_NOTICE = "validation_notice"
 
 
 def _blocked(case: CaseState, channel: Channel) -> str | None:
+    """The checks of a case from before compliance profiles (it replays its old history)."""
     if channel in case.ceased:
         return "borrower asked to cease contact on this channel"
     if case.phone_invalid and channel in (Channel.CALL, Channel.SMS):
@@ -81,8 +97,11 @@ def decide(case: CaseState, strategy: Strategy, now: datetime) -> Step:
         if (remind_at is not None and remind_at > promise.made_at and policy.reminder_template
                 and not promise.reminded and only_promise_hold):
             if now >= remind_at:
-                return _act_or_block(case, Channel.SMS, policy.reminder_template, "promise_reminder")
-            wakes.append((remind_at, "promise reminder"))
+                step = _contact(case, Channel.SMS, policy.reminder_template, "promise_reminder", now, wakes)
+                if step is not None:
+                    return step
+            else:
+                wakes.append((remind_at, "promise reminder"))
         wakes.append((promise.deadline, "promise due"))
 
     arrangement = case.arrangement
@@ -91,6 +110,10 @@ def decide(case: CaseState, strategy: Strategy, now: datetime) -> Step:
         if step is not None:
             return step
 
+    notice = _validation_notice(case, now, wakes)
+    if notice is not None:
+        return notice
+
     if not case.paused:
         # Escalation waits out any hold: nothing moves a disputed or paused case on.
         if case.exit_requested and following is not None:
@@ -98,15 +121,21 @@ def decide(case: CaseState, strategy: Strategy, now: datetime) -> Step:
         clock = case.stage_clock(now)
         for task in case.calls:
             if task.outcome in MISSED_CALL_OUTCOMES and not task.followed_up and config.missed_call_sms:
-                return _act_or_block(case, Channel.SMS, config.missed_call_sms, f"missed_call:{task.task_id}")
+                step = _contact(case, Channel.SMS, config.missed_call_sms, f"missed_call:{task.task_id}", now, wakes)
+                if step is not None:
+                    return step
         for index, treatment in enumerate(config.treatments):
+            staff = config.visit.staff if config.visit is not None else None
             for offset in treatment.at:
                 key = f"{index}:{treatment.channel.value}:{int(offset.total_seconds())}"
                 if key in case.done:
                     continue
                 if clock >= offset:
-                    return _act_or_block(case, treatment.channel, treatment.template, key)
-                wakes.append((now + (offset - clock), f"{treatment.channel.value} due"))
+                    step = _contact(case, treatment.channel, treatment.template, key, now, wakes, staff=staff)
+                    if step is not None:
+                        return step
+                else:
+                    wakes.append((now + (offset - clock), f"{treatment.channel.value} due"))
         end = _stage_end(case, config, now, clock) if following is not None else None
         if end is not None:
             ends_at, why = end
@@ -129,7 +158,7 @@ def decide(case: CaseState, strategy: Strategy, now: datetime) -> Step:
 
 
 def _arrangement_step(case: CaseState, strategy: Strategy, now: datetime,
-                      wakes: list[tuple[datetime, str]]) -> Act | Block | None:
+                      wakes: list[tuple[datetime, str]]) -> Contact | None:
     """A courtesy reminder before each instalment; and a wake-up when the next one is judged."""
     arrangement, policy = case.arrangement, strategy.arrangements
     assert arrangement is not None
@@ -148,9 +177,12 @@ def _arrangement_step(case: CaseState, strategy: Strategy, now: datetime,
         if remind_at <= arrangement.agreed_at:
             continue  # agreed too close to the date for a reminder
         if now >= remind_at:
-            return _act_or_block(case, Channel.SMS, policy.reminder_template,
-                                 f"arrangement_reminder:{arrangement.key}:{index}")
-        wakes.append((remind_at, "instalment reminder"))
+            step = _contact(case, Channel.SMS, policy.reminder_template,
+                            f"arrangement_reminder:{arrangement.key}:{index}", now, wakes)
+            if step is not None:
+                return step
+        else:
+            wakes.append((remind_at, "instalment reminder"))
         break
     return None
 
@@ -175,15 +207,41 @@ def _stage_end(case: CaseState, config: StageConfig, now: datetime, clock: timed
     return min(ends) if ends else None
 
 
-def _act_or_block(case: CaseState, channel: Channel, template: str | None, key: str) -> Act | Block:
-    reason = _blocked(case, channel)
-    if reason is not None:
-        return Block(channel, key, reason)
-    return Act(channel, template, key)
+def _validation_notice(case: CaseState, now: datetime, wakes: list[tuple[datetime, str]]) -> Contact | None:
+    """Where the profile requires it, the validation notice goes before any collection contact."""
+    profile = case.compliance
+    if (profile is None or not profile.validation_notice or case.validation_notice is not None
+            or case.commitments_suspended):
+        return None
+    return _contact(case, Channel.LETTER, VALIDATION_NOTICE, VALIDATION_NOTICE, now, wakes)
 
 
-def mark_done(case: CaseState, key: str) -> None:
+def _contact(case: CaseState, channel: Channel, template: str | None, key: str, now: datetime,
+             wakes: list[tuple[datetime, str]], *, staff: int | None = None) -> Contact | None:
+    """Check a due contact at the moment it would be sent. None: deferred already, look further."""
+    if case.compliance is None:
+        reason = _blocked(case, channel)
+        return Block(channel, key, reason) if reason is not None else Act(channel, template, key)
+    verdict = check_contact(case, case.contacts, channel, now, template=template, staff=staff)
+    if verdict.kind == "allow":
+        return Act(channel, template, key)
+    if verdict.kind == "block":
+        return Block(channel, key, verdict.reason)
+    assert verdict.until is not None
+    known = case.deferral(key)
+    if known is not None and known.until == verdict.until:
+        wakes.append((verdict.until, f"{channel.value} deferred: {verdict.reason}"))
+        return None
+    return Defer(channel, template, key, verdict.until, verdict.reason)
+
+
+def mark_done(case: CaseState, key: str, *, sent: bool = True) -> None:
     """Remember that the treatment behind ``key`` ran (or was blocked), so it never runs twice."""
+    case.deferred = [d for d in case.deferred if d.key != key]
+    if key == VALIDATION_NOTICE:
+        # Not sent (blocked, or failed for good): collection contacts stay blocked, visibly.
+        case.validation_notice = "sent" if sent else "blocked"
+        return
     if key == "promise_reminder" and case.promise is not None:
         case.promise.reminded = True
     elif key.startswith("arrangement_reminder:"):

@@ -38,6 +38,8 @@ class Loan(BaseModel):
     days_past_due: int
     product: str
     risk_grade: str
+    # Known vulnerability (optional `vulnerable` column: yes/no): no field visits, gentler handling.
+    vulnerable: bool = False
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> "Loan":
@@ -75,6 +77,9 @@ class Loan(BaseModel):
         digits = clean["phone"].lstrip("+").replace(" ", "").replace("-", "")
         if not digits.isdigit() or not 7 <= len(digits) <= 15:
             raise Rejected("phone", "is not a phone number (7 to 15 digits, optional leading +)")
+        vulnerable = clean.get("vulnerable", "").lower()
+        if vulnerable not in ("", "yes", "no", "true", "false", "1", "0", "y", "n"):
+            raise Rejected("vulnerable", f"{clean['vulnerable']!r} is not yes or no")
         # Extra columns are allowed and dropped: whatever they hold (national ids, notes) never
         # reaches workflow history.
         return cls(
@@ -82,5 +87,5 @@ class Loan(BaseModel):
             email=clean["email"], address=clean["address"], timezone=clean["timezone"],
             jurisdiction=jurisdiction, currency=currency, outstanding_amount=outstanding,
             amount_past_due=past_due, days_past_due=dpd, product=clean["product"].lower(),
-            risk_grade=grade,
+            risk_grade=grade, vulnerable=vulnerable in ("yes", "true", "1", "y"),
         )

@@ -47,6 +47,34 @@ def status(case: CaseState, strategy: Strategy, now: datetime) -> dict[str, Any]
         "close_note": case.close_note,
         "next_action_at": next_at.isoformat() if next_at else None,
         "next_action": next_what,
+        "compliance": _compliance(case),
         "events": [e.model_dump(mode="json", exclude_none=True) for e in case.events],
         "events_dropped": case.events_dropped,
+    }
+
+
+BLOCKED_SHOWN = 20
+
+
+def _compliance(case: CaseState) -> dict[str, Any] | None:
+    """Why a borrower was, or was not, contacted: the profile, what waits and what was stopped."""
+    profile = case.compliance
+    if profile is None:
+        return None
+    blocked = [e for e in case.events if e.status == "blocked"][-BLOCKED_SHOWN:]
+    return {
+        "profile": profile.name,
+        "label": profile.label,
+        "production": profile.production,
+        "tightened_by": profile.tightened_by,
+        "timezone": case.timezone,
+        "vulnerable": case.vulnerable,
+        "validation_notice": case.validation_notice,
+        "interest_frozen": any(h.moratorium for h in case.holds),
+        "deferred": [{"channel": d.channel.value, "template": d.template, "treatment": d.key,
+                      "since": d.since.isoformat(), "until": d.until.isoformat(), "reason": d.reason}
+                     for d in case.deferred],
+        "blocked": [{"at": e.at.isoformat(), "channel": e.kind.removesuffix("_blocked"), "reason": e.reason,
+                     "treatment": e.detail.get("treatment")} for e in blocked],
+        "contacts_last_31_days": len(case.contacts),
     }

@@ -12,6 +12,7 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from domain.compliance import Tightening
 from domain.durations import Duration
 from domain.loan import Loan
 from domain.stages import Channel, Stage
@@ -160,6 +161,8 @@ class Strategy(_Model):
     arrangements: ArrangementPolicy = ArrangementPolicy()
     segments: list[Segment] = []
     stages: dict[Stage, StageConfig]
+    # Stricter contact rules than the loan's jurisdiction profile (never looser); see compliance/.
+    compliance: Tightening | None = None
 
     @model_validator(mode="after")
     def _whole_ladder(self) -> "Strategy":

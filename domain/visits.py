@@ -22,8 +22,9 @@ def must_stop(case: CaseState) -> bool:
     (a revisit after "not home" is still to happen, so that one stops).
     """
     visit = case.visit
+    vulnerable = case.vulnerable and case.compliance is not None and not case.compliance.visits_when_vulnerable
     return (visit is not None and visit.state == "in_progress"
-            and (case.paused or Channel.VISIT in case.ceased)
+            and (case.paused or Channel.VISIT in case.ceased or vulnerable)
             and not visit.reported_final and not visit.unforwarded_reports)
 
 
@@ -40,10 +41,18 @@ def stop(case: CaseState, now: datetime, *, replan: bool) -> None:
         return
     visit.state = "cancelled"
     case.record(now, "field_visit_cancelled", "info", visit_id=visit.visit_id,
-                reason=case.pause_reason or ("visits ceased" if Channel.VISIT in case.ceased else "case left the stage"))
+                reason=case.pause_reason or _why_stopped(case))
     if replan:
         # Planned again once the hold ends; after a cease request the treatment is blocked instead.
         case.done = [key for key in case.done if key != visit.treatment_key]
+
+
+def _why_stopped(case: CaseState) -> str:
+    if Channel.VISIT in case.ceased:
+        return "visits ceased"
+    if case.vulnerable:
+        return "the borrower is flagged vulnerable"
+    return "case left the stage"
 
 
 def finished(case: CaseState, strategy: Strategy, outcome: str, attempts: int, agents: list[str],

@@ -15,7 +15,7 @@ from workflows.loan_collection import LoanCollectionWorkflow
 ALL_COMMANDS = ["payment_received", "promise_to_pay", "hardship", "hardship_resolved", "dispute",
                 "dispute_resolved", "cease_contact", "call_outcome", "field_visit_report", "propose_arrangement",
                 "escalate",
-                "hold", "release", "close", "assign"]
+                "hold", "release", "close", "assign", "vulnerability"]
 
 
 def test_the_workflow_declares_a_signal_and_an_update_for_every_command():
@@ -214,6 +214,7 @@ async def test_every_command_is_accepted_as_a_signal(env, worker):
         ("release", {}),
         ("cease_contact", {"channels": ["email"]}),
         ("escalate", {"reason": "no contact"}),
+        ("vulnerability", {"vulnerable": True, "note": "recent bereavement"}),
     ]
     for name, payload in signals:
         await contact.signal(name, payload)

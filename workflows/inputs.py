@@ -9,6 +9,7 @@ from temporalio.common import RetryPolicy
 
 from activities.models import CaseFacts
 from domain.case import CaseState
+from domain.compliance import Profile
 from domain.loan import Loan
 from domain.strategy import Strategy, VisitPlan
 
@@ -26,6 +27,9 @@ class CaseInput(BaseModel):
     loan: Loan
     strategy: Strategy
     state: CaseState | None = None
+    # The compliance profile the starter resolved (the loan's jurisdiction, tightened by the
+    # strategy). Absent on cases started before profiles: the worker resolves one.
+    compliance: Profile | None = None
     # Continue-as-new past this many history events even if the server has not suggested it yet.
     history_limit: int = 10_000
 

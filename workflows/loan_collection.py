@@ -17,16 +17,21 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.channels import CollectionActivities
-    from activities.models import CaseFacts, ContactRequest, WorkItemRequest
+    from activities.models import CaseFacts, ContactRequest, ProfileRequest, WorkItemRequest
     from domain.case import CaseState, open_case, tick
     from domain.commands import handle, validate
     from domain.errors import Rejected
-    from domain.decide import Act, Advance, Block, Finish, Wait, decide, mark_done
+    from domain.decide import Act, Advance, Block, Defer, Finish, Wait, decide, mark_done
+    from domain.case import Deferral
     from domain.stages import Channel
     from domain.status import status
     from workflows import search_attributes as sa
     from workflows.inputs import ACTIVITY_TIMEOUT, CONTACT_RETRY, ESSENTIAL_RETRY, CaseInput, FieldVisitInput
     from workflows.visits import VisitRunner
+
+# Cases started before this change replay without compliance checks; from the first new workflow
+# task on (a new case, or an old one's next run after continue-as-new) every contact is checked.
+COMPLIANCE_PATCH = "compliance-checks"
 
 _MESSAGES = {
     Channel.SMS: CollectionActivities.send_sms,
@@ -106,6 +111,8 @@ class LoanCollectionWorkflow:
     close_update = _update("close")
     assign = _signal("assign")
     assign_update = _update("assign")
+    vulnerability = _signal("vulnerability")
+    vulnerability_update = _update("vulnerability")
 
     @workflow.signal(dynamic=True)
     def unknown_signal(self, name: str, args: Sequence[RawValue]) -> None:
@@ -122,6 +129,8 @@ class LoanCollectionWorkflow:
         case, strategy = self._case, input.strategy
         workflow.logger.info("case running", extra={"loan_id": case.loan_id, "stage": case.stage.value})
         while True:
+            if case.compliance is None and workflow.patched(COMPLIANCE_PATCH):
+                await self._apply_compliance()
             now = workflow.now()
             tick(case, strategy, now)
             self._visits.reconcile()
@@ -136,20 +145,36 @@ class LoanCollectionWorkflow:
                 workflow.logger.info("stage entered", extra={"loan_id": case.loan_id, "stage": case.stage.value})
             elif isinstance(step, Block):
                 case.record(now, f"{step.channel.value}_blocked", "blocked", reason=step.reason, treatment=step.key)
-                mark_done(case, step.key)
+                mark_done(case, step.key, sent=False)
+            elif isinstance(step, Defer):
+                case.defer(Deferral(key=step.key, channel=step.channel, template=step.template, since=now,
+                                    until=step.until, reason=step.reason), now)
             elif isinstance(step, Act):
                 await self._act(step)
             elif isinstance(step, Wait):
                 if self._should_continue_as_new():
                     await workflow.wait_condition(workflow.all_handlers_finished)
                     workflow.continue_as_new(CaseInput(loan=input.loan, strategy=strategy, state=case,
-                                                       history_limit=input.history_limit))
+                                                       history_limit=input.history_limit,
+                                                       compliance=case.compliance))
                 await self._wait(step)
         self._visits.leave_stage()
         await workflow.wait_condition(workflow.all_handlers_finished)
         self._publish()
         workflow.logger.info("case closed", extra={"loan_id": case.loan_id, "outcome": str(case.outcome)})
         return self._status()
+
+    async def _apply_compliance(self) -> None:
+        """Put the case under its compliance profile: the starter's, or (a case from before
+        profiles, after its continue-as-new) the worker's for the loan's jurisdiction."""
+        input = self._input
+        profile = input.compliance
+        if profile is None:
+            profile = await workflow.execute_local_activity_method(
+                CollectionActivities.resolve_compliance_profile,
+                ProfileRequest(loan=input.loan, strategy=input.strategy),
+                start_to_close_timeout=ACTIVITY_TIMEOUT)
+        self._case.apply_compliance(profile, input.loan.timezone, input.loan.vulnerable, workflow.now())
 
     async def _wait(self, step: Wait) -> None:
         version = self._version
@@ -175,6 +200,7 @@ class LoanCollectionWorkflow:
                     summary=f"{step.channel.value}: {step.template}")
                 case.record(workflow.now(), f"{step.channel.value}_sent", "sent", template=step.template,
                             message_id=receipt.message_id, idempotency_key=key, sha256=receipt.sha256)
+                case.contacted(step.channel, step.template, workflow.now())
             elif step.channel in _WORK:
                 item = await workflow.execute_activity_method(
                     _WORK[step.channel], WorkItemRequest(idempotency_key=key, loan=loan, facts=facts),
@@ -182,6 +208,7 @@ class LoanCollectionWorkflow:
                     summary=step.channel.value)
                 if step.channel is Channel.CALL:
                     case.open_call_task(item.item_id, workflow.now())
+                    case.contacted(step.channel, None, workflow.now())
                 case.record(workflow.now(), f"{step.channel.value}_queued", "sent", item_id=item.item_id,
                             idempotency_key=key)
             elif step.channel is Channel.VISIT:
@@ -191,6 +218,8 @@ class LoanCollectionWorkflow:
         except ActivityError as err:
             case.record(workflow.now(), f"{step.channel.value}_failed", "failed", reason=str(err.cause or err),
                         idempotency_key=key)
+            mark_done(case, step.key, sent=False)
+            return
         mark_done(case, step.key)
 
     # -- helpers -------------------------------------------------------------
