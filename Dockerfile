@@ -20,6 +20,7 @@ COPY activities/ activities/
 COPY infra/ infra/
 COPY strategies/ strategies/
 COPY templates/ templates/
+COPY compliance/ compliance/
 COPY worker.py starter.py ./
 # tzdata: zoneinfo needs a time-zone database and the slim image ships none.
 RUN pip install --no-cache-dir . tzdata

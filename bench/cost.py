@@ -42,6 +42,7 @@ from infra.search_attributes import ensure_search_attributes  # noqa: E402
 from infra.settings import Settings  # noqa: E402
 from infra.strategies import load_strategy  # noqa: E402
 from worker import build_worker  # noqa: E402
+from infra.compliance import profile_for  # noqa: E402
 from workflows.inputs import CaseInput, case_workflow_id  # noqa: E402
 from workflows.loan_collection import LoanCollectionWorkflow  # noqa: E402
 
@@ -217,9 +218,15 @@ async def run(days: int, step: int, extra: int | None) -> dict[str, Any]:
             async with build_worker(client, settings, task_queue=f"bench-{uuid.uuid4().hex}") as worker:
                 strategy = load_strategy("default", ROOT / "strategies", TemplateBook(ROOT / "templates"))
                 loan = make_loan()
+                # Start at 14:00 UTC (10:00 in New York in summer, 09:00 in winter), so every run
+                # meets the same contact hours whatever the hour the bench itself runs at.
+                now = await env.get_current_time()
+                start_at = now.replace(hour=14, minute=0, second=0, microsecond=0)
+                await env.sleep((start_at if start_at > now else start_at + timedelta(days=1)) - now)
                 sim_began = time.perf_counter()
                 handle: WorkflowHandle = await client.start_workflow(
-                    LoanCollectionWorkflow.run, CaseInput(loan=loan, strategy=strategy),
+                    LoanCollectionWorkflow.run,
+                    CaseInput(loan=loan, strategy=strategy, compliance=profile_for(loan, strategy)),
                     id=case_workflow_id(loan.loan_id), task_queue=worker.task_queue)
                 simulated, reached = 0, None
                 while simulated < days:

@@ -11,8 +11,9 @@ from pydantic import ValidationError
 from domain.compliance import Profile, Tightening, resolve
 from domain.loan import JURISDICTIONS, Loan
 from domain.strategy import Strategy
+from infra.settings import project_root
 
-PROFILES_FILE = Path(__file__).resolve().parent.parent / "compliance" / "profiles.toml"
+PROFILES_FILE = project_root() / "compliance" / "profiles.toml"
 
 
 class ComplianceError(ValueError):

@@ -10,7 +10,8 @@ from workflows.inputs import DEFAULT_TASK_QUEUE
 
 
 def project_root() -> Path:
-    """The folder holding strategies/ and templates/: the source tree, or the current directory."""
+    """The folder holding strategies/, templates/ and compliance/: the source tree, or the current
+    directory (an installed package, as in the container, runs from /app)."""
     source = Path(__file__).resolve().parents[1]
     return source if (source / "strategies").is_dir() else Path.cwd()
 

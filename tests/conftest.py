@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,14 @@ PROFILES = load_profiles()
 # (the demo profile), so the hour CI happens to run at cannot move their timings. The compliance
 # tests name real profiles and choose the borrower's time zone.
 NO_RULES = PROFILES["demo"]
+
+
+def zone_where_it_is(hour: int, now: datetime) -> str:
+    """A fixed-offset IANA zone in which ``now`` is ``hour`` o'clock (and some minutes)."""
+    offset = (hour - now.hour) % 24
+    if offset > 14:
+        offset -= 24
+    return "Etc/GMT" if offset == 0 else f"Etc/GMT{-offset:+d}"  # POSIX sign: Etc/GMT+5 is UTC-5
 
 
 def strategy(name: str = "default", **overrides: Any) -> Strategy:

@@ -28,7 +28,7 @@ from temporalio.testing import WorkflowEnvironment
 from infra.client import data_converter
 from infra.search_attributes import ensure_search_attributes
 from infra.settings import Settings
-from tests.conftest import make_loan, strategy
+from tests.conftest import PROFILES, make_loan, strategy, zone_where_it_is
 from worker import build_worker
 from workflows.inputs import CaseInput, case_workflow_id
 from workflows.loan_collection import LoanCollectionWorkflow
@@ -120,6 +120,28 @@ async def continue_as_new(env: WorkflowEnvironment, queue: str) -> WorkflowHandl
     return handle
 
 
+async def compliance_checks(env: WorkflowEnvironment, queue: str) -> WorkflowHandle:
+    """A US borrower asleep: the validation notice, a deferred SMS sent at 08:00, capped calls."""
+    now = await env.get_current_time()
+    handle = await _start(env.client, queue, "REPLAY-COMPLIANCE", compliance=PROFILES["US"],
+                          loan={"days_past_due": 25, "timezone": zone_where_it_is(2, now)})
+    await env.sleep(timedelta(days=8))
+    await handle.execute_update("call_outcome", {"outcome": "reached"})
+    await handle.execute_update("cease_contact", {"channels": ["email"]})
+    await env.sleep(timedelta(days=10))
+    return handle
+
+
+async def compliance_resolved_by_worker(env: WorkflowEnvironment, queue: str) -> WorkflowHandle:
+    """A case started without a profile (as before profiles existed): the worker resolves one."""
+    now = await env.get_current_time()
+    handle = await _start(env.client, queue, "REPLAY-COMPLIANCE-WORKER",
+                          loan={"jurisdiction": "UK", "currency": "GBP", "timezone": zone_where_it_is(12, now)})
+    await handle.execute_update("hardship", {"reason": "adviser notice", "breathing_space": True})
+    await env.sleep(timedelta(days=62))
+    return handle
+
+
 SCENARIOS: dict[str, Callable[[WorkflowEnvironment, str], Awaitable[WorkflowHandle]]] = {
     "untouched_default_ladder": untouched_default_ladder,
     "operator_commands": operator_commands,
@@ -127,6 +149,8 @@ SCENARIOS: dict[str, Callable[[WorkflowEnvironment, str], Awaitable[WorkflowHand
     "hold_with_a_visit_report": hold_with_a_visit_report,
     "arrangements": arrangements,
     "continue_as_new": continue_as_new,
+    "compliance_checks": compliance_checks,
+    "compliance_resolved_by_worker": compliance_resolved_by_worker,
 }
 
 
