@@ -289,6 +289,14 @@ def _caps(profile: Profile, history: Sequence[ContactAttempt], channel: Channel,
     return found
 
 
+def next_open(profile: Profile | None, zone_name: str | None, at: datetime) -> datetime:
+    """The first moment from ``at`` inside the profile's contact hours (``at`` if there are none)."""
+    if profile is None or profile.window is None:
+        return at
+    opens, _ = _window(profile, zone_name, at)
+    return opens or at
+
+
 def _window(profile: Profile, zone_name: str | None, at: datetime) -> tuple[datetime | None, str]:
     """When the window is next open (``at`` itself if it is), in the borrower's zone or, if that
     is unknown or invalid, in every zone of the jurisdiction at once."""

@@ -11,7 +11,7 @@ import pytest
 from domain.case import CaseState, Deferral, Hold, open_case
 from domain.commands import handle
 from domain.compliance import (
-    ALLOW, Cap, ContactAttempt, Tightening, Window, check_contact, defer_until, remember, resolve,
+    ALLOW, Cap, ContactAttempt, Tightening, Window, check_contact, defer_until, next_open, remember, resolve,
 )
 from domain.decide import Act, Block, Defer, decide, mark_done
 from domain.stages import Channel, Stage
@@ -320,3 +320,11 @@ def test_a_case_before_compliance_keeps_its_old_checks():
     assert check_contact(case, [], Channel.SMS, local(NY, 2026, 7, 1, 3, 0)) == ALLOW
     case.holds.append(Hold(kind="dispute", reason="x", since=datetime(2026, 7, 1, tzinfo=UTC)))
     assert check_contact(case, [], Channel.SMS, local(NY, 2026, 7, 1, 3, 0)) == ALLOW
+
+
+def test_next_open_is_the_first_moment_inside_contact_hours():
+    us = PROFILES["US"]
+    assert next_open(us, "America/New_York", local(NY, 2026, 7, 1, 3, 0)) == local(NY, 2026, 7, 1, 8, 0)
+    assert next_open(us, "America/New_York", local(NY, 2026, 7, 1, 12, 0)) == local(NY, 2026, 7, 1, 12, 0)
+    assert next_open(PROFILES["demo"], "America/New_York", local(NY, 2026, 7, 1, 3, 0)) == local(NY, 2026, 7, 1, 3, 0)
+    assert next_open(None, None, local(NY, 2026, 7, 1, 3, 0)) == local(NY, 2026, 7, 1, 3, 0)

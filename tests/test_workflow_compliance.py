@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -69,3 +70,18 @@ async def test_a_vulnerable_borrower_gets_no_field_visit(env, worker):
     assert cancelled["reason"] == "the borrower is flagged vulnerable"
     assert events(state, "visit_blocked")[0]["reason"] == "the borrower is flagged vulnerable: no field visits"
     assert "bereavement" not in str(state["events"])  # the note is not kept in the case's events
+
+
+async def test_a_field_visit_in_china_waits_for_contact_hours_and_sends_two_staff(env, worker, data_dir):
+    now = await env.get_current_time()
+    zone = zone_where_it_is(23, now)
+    loan = make_loan(jurisdiction="CN", currency="CNY", timezone=zone, days_past_due=70)
+    handle = await start_case(env.client, worker, loan, compliance=PROFILES["CN"])
+    await env.sleep(timedelta(days=1, hours=1))  # the visit falls due on day 1, at 23:xx local time
+    state = await eventually(handle, lambda s: events(s, "visit_deferred"))
+    assert events(state, "visit_deferred")[0]["reason"] == f"outside contact hours 08:00-22:00 in {zone}"
+    await env.sleep(timedelta(hours=10))
+    state = await eventually(handle, lambda s: s["field_visit"] and s["field_visit"]["state"] == "in_progress")
+    plan = json.loads(next((data_dir / "queues" / "visits").glob("*.json")).read_text())
+    scheduled = datetime.fromisoformat(plan["scheduled_for"]).astimezone(ZoneInfo(zone))
+    assert 8 <= scheduled.hour < 22 and len(plan["agents"]) == 2

@@ -10,6 +10,7 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from activities.channels import CollectionActivities
     from activities.models import VisitRequest, WorkItemRequest
+    from domain.compliance import next_open
     from workflows.inputs import ACTIVITY_TIMEOUT, ESSENTIAL_RETRY, FieldVisitInput, FieldVisitResult
 
 
@@ -31,7 +32,7 @@ class FieldVisitWorkflow:
             # Only a report sent for this attempt answers it: a late duplicate of the previous
             # attempt's report must not stand for the next visit.
             self._reports.clear()
-            scheduled_for = workflow.now() + plan.lead_time
+            scheduled_for = next_open(input.compliance, input.loan.timezone, workflow.now() + plan.lead_time)
             planned = await workflow.execute_activity_method(
                 CollectionActivities.plan_field_visit,
                 VisitRequest(idempotency_key=f"{input.key_prefix}/plan-{attempt}", loan=input.loan,

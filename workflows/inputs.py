@@ -39,6 +39,8 @@ class FieldVisitInput(BaseModel):
     plan: VisitPlan
     facts: CaseFacts
     key_prefix: str
+    # Visits are scheduled inside the case's contact hours (absent: a visit from before profiles).
+    compliance: Profile | None = None
 
 
 class FieldVisitResult(BaseModel):

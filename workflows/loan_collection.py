@@ -214,7 +214,8 @@ class LoanCollectionWorkflow:
             elif step.channel is Channel.VISIT:
                 plan = self._input.strategy.stages[case.stage].visit
                 assert plan is not None, "the strategy validator requires a visit plan beside a visit treatment"
-                self._visits.start(step.key, FieldVisitInput(loan=loan, plan=plan, facts=facts, key_prefix=key))
+                self._visits.start(step.key, FieldVisitInput(loan=loan, plan=plan, facts=facts, key_prefix=key,
+                                                              compliance=case.compliance))
         except ActivityError as err:
             case.record(workflow.now(), f"{step.channel.value}_failed", "failed", reason=str(err.cause or err),
                         idempotency_key=key)
