@@ -265,9 +265,13 @@ class LoanCollectionWorkflow:
             upcoming = case.arrangement.open[0] if case.arrangement_active and case.arrangement.open else None
             plan = (f" · {case.arrangement.kind} plan {case.arrangement.state}"
                     + (f", next {upcoming.remaining} due {upcoming.due_date}" if upcoming else ""))
+        waiting = ""
+        if case.deferred:
+            first = min(case.deferred, key=lambda d: d.until)
+            waiting = f" · {first.channel.value} deferred to {first.until:%Y-%m-%d %H:%M} UTC ({first.reason})"
         workflow.set_current_details(
             f"**{case.stage.value}** · DPD {case.days_past_due(now)} · past due {case.amount_past_due} "
-            f"{case.currency}{pause}{plan}{outcome}")
+            f"{case.currency}{pause}{plan}{waiting}{outcome}")
 
     def _should_continue_as_new(self) -> bool:
         if self._visits.running:
