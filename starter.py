@@ -29,7 +29,7 @@ from domain.errors import Rejected
 from domain.loan import REQUIRED_COLUMNS, Loan
 from domain.strategy import Strategy
 from infra.client import connect
-from infra.compliance import ComplianceError, check_tightening, profile_for
+from infra.compliance import ComplianceError, check_tightening, profile_for, template_problems
 from infra.settings import Settings
 from infra.strategies import StrategyError, load_strategy
 from workflows.inputs import CaseInput, case_workflow_id
@@ -119,8 +119,12 @@ async def start_cases(client: Client, loans: list[tuple[int, Loan]], strategy: S
 
 async def intake(path: Path, strategy_name: str, settings: Settings, client: Client | None = None,
                  task_queue: str | None = None) -> IntakeReport:
-    strategy = load_strategy(strategy_name, settings.strategies_dir, TemplateBook(settings.templates_dir))
+    book = TemplateBook(settings.templates_dir)
+    strategy = load_strategy(strategy_name, settings.strategies_dir, book)
     check_tightening(strategy)  # a tightening that cannot apply fails the whole file
+    problems = template_problems(strategy, book)
+    if problems:  # so do templates that may not be sent
+        raise ComplianceError(f"strategy {strategy.name}: templates refused: " + "; ".join(problems))
     loans, rejected = read_portfolio(path)
     report = IntakeReport(rejected=rejected)
     if client is None:

@@ -21,6 +21,7 @@ from activities.outbox import FileOutbox
 from activities.templates import TemplateBook
 from infra import logging as arrears_logging
 from infra.client import connect
+from infra.compliance import lint_templates
 from infra.search_attributes import ensure_search_attributes
 from infra.settings import Settings
 from workflows.field_visit import FieldVisitWorkflow
@@ -53,6 +54,11 @@ def build_worker(client: Client, settings: Settings, task_queue: str | None = No
 async def main() -> None:
     arrears_logging.configure()
     settings = Settings.from_env()
+    problems = lint_templates(TemplateBook(settings.templates_dir))
+    if problems:  # a template that threatens, impersonates or shames must never go out
+        for problem in problems:
+            log.error("template refused", problem=problem)
+        raise SystemExit(2)
     for name, value in (("ARREARS_SMTP_URL", settings.smtp_url), ("ARREARS_SMS_URL", settings.sms_url)):
         if value:
             log.warning("real channel not wired yet; writing to the outbox folder instead", setting=name)

@@ -13,6 +13,10 @@ LANGUAGE_BY_JURISDICTION = {"CN": "zh"}
 DEFAULT_LANGUAGE = "en"
 
 
+def language_for(jurisdiction: str) -> str:
+    return LANGUAGE_BY_JURISDICTION.get(jurisdiction, DEFAULT_LANGUAGE)
+
+
 @dataclass(frozen=True)
 class Rendered:
     subject: str | None
@@ -29,12 +33,15 @@ class TemplateBook:
     def names(self, language: str) -> set[str]:
         return {p.stem for p in (self.root / language).glob("*.txt")}
 
-    def render(self, name: str, jurisdiction: str, values: dict[str, str]) -> Rendered:
-        language = LANGUAGE_BY_JURISDICTION.get(jurisdiction, DEFAULT_LANGUAGE)
+    def source(self, name: str, language: str) -> str:
+        """The raw template, falling back to the default language."""
         path = self.root / language / f"{name}.txt"
         if not path.exists():
             path = self.root / DEFAULT_LANGUAGE / f"{name}.txt"
-        text = Template(path.read_text(encoding="utf-8")).substitute(values)
+        return path.read_text(encoding="utf-8")
+
+    def render(self, name: str, jurisdiction: str, values: dict[str, str]) -> Rendered:
+        text = Template(self.source(name, language_for(jurisdiction))).substitute(values)
         subject = None
         if text.startswith("Subject:"):
             first, _, text = text.partition("\n")

@@ -176,14 +176,23 @@ class Strategy(_Model):
             raise ValueError("segments: litigation cannot be skipped")
         return self
 
+    def template_channels(self) -> dict[str, set[Channel]]:
+        """Each template this strategy sends, and the channels it goes out on (reminders of a
+        promise or a plan, and the text after a missed call, go by SMS)."""
+        used: dict[str, set[Channel]] = {}
+        for config in self.stages.values():
+            for treatment in config.treatments:
+                if treatment.template:
+                    used.setdefault(treatment.template, set()).add(treatment.channel)
+            if config.missed_call_sms:
+                used.setdefault(config.missed_call_sms, set()).add(Channel.SMS)
+        for reminder in (self.promise.reminder_template, self.arrangements.reminder_template):
+            if reminder:
+                used.setdefault(reminder, set()).add(Channel.SMS)
+        return used
+
     def templates(self) -> set[str]:
-        names = {t.template for c in self.stages.values() for t in c.treatments if t.template}
-        names |= {c.missed_call_sms for c in self.stages.values() if c.missed_call_sms}
-        if self.promise.reminder_template:
-            names.add(self.promise.reminder_template)
-        if self.arrangements.reminder_template:
-            names.add(self.arrangements.reminder_template)
-        return names
+        return set(self.template_channels())
 
     def entry(self, loan: Loan) -> tuple[Stage, frozenset[Stage]]:
         """The stage a new case starts in, and the stages its segment skips."""

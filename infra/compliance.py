@@ -8,12 +8,17 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from activities.templates import TemplateBook, language_for
 from domain.compliance import Profile, Tightening, resolve
+from domain.decide import VALIDATION_NOTICE
 from domain.loan import JURISDICTIONS, Loan
+from domain.stages import Channel
 from domain.strategy import Strategy
+from domain.wording import Wording
 from infra.settings import project_root
 
 PROFILES_FILE = project_root() / "compliance" / "profiles.toml"
+WORDING_FILE = project_root() / "compliance" / "forbidden_phrases.toml"
 
 
 class ComplianceError(ValueError):
@@ -59,4 +64,55 @@ def check_tightening(strategy: Strategy, profiles: dict[str, Profile] | None = N
         profile_for(Loan.model_construct(jurisdiction=jurisdiction), strategy, profiles)
 
 
-__all__ = ["ComplianceError", "Profile", "Tightening", "check_tightening", "load_profiles", "profile_for"]
+def load_wording(path: Path = WORDING_FILE) -> Wording:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return Wording.model_validate(data)
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise ComplianceError(f"{path}: {err}") from None
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors())
+        raise ComplianceError(f"{path}: {problems}") from None
+
+
+def lint_templates(book: TemplateBook, wording: Wording | None = None) -> list[str]:
+    """Every template in every language that threatens, impersonates, shames or abuses, or does
+    not name the sender: one line per problem, naming the file. Empty when all may be sent."""
+    wording = wording or load_wording()
+    problems = []
+    for language in book.languages():
+        for name in sorted(book.names(language)):
+            where = f"templates/{language}/{name}.txt"
+            text = book.source(name, language)
+            problems += [f"{where}: {finding}" for finding in wording.findings(text, language)]
+            if not wording.names_sender(text):
+                problems.append(f"{where}: does not identify the sender ({wording.sender.placeholder})")
+    return problems
+
+
+def template_problems(strategy: Strategy, book: TemplateBook, profiles: dict[str, Profile] | None = None,
+                      wording: Wording | None = None) -> list[str]:
+    """What stops this strategy's templates from going out in any jurisdiction: the lint, an SMS
+    or e-mail without the opt-out the loan's profile requires, a validation notice missing."""
+    wording = wording or load_wording()
+    problems = lint_templates(book, wording)
+    used = strategy.template_channels()
+    for jurisdiction in JURISDICTIONS:
+        profile = profile_for(Loan.model_construct(jurisdiction=jurisdiction), strategy, profiles)
+        language = language_for(jurisdiction)
+        needed = dict(used)
+        if profile.validation_notice:
+            needed[VALIDATION_NOTICE] = {Channel.LETTER}
+        for name, channels in sorted(needed.items()):
+            if name not in book.names(language) and name not in book.names("en"):
+                problems.append(f"templates/{language}/{name}.txt: missing (needed for {jurisdiction} loans)")
+                continue
+            must_opt_out = sorted(c.value for c in channels & set(profile.opt_out_required))
+            if must_opt_out and not wording.has_opt_out(book.source(name, language), language):
+                problems.append(f"templates/{language}/{name}.txt: no opt-out instruction, which the "
+                                f"{profile.name} profile requires on {', '.join(must_opt_out)}")
+    return sorted(set(problems))
+
+
+__all__ = ["ComplianceError", "Profile", "Tightening", "Wording", "check_tightening", "lint_templates",
+           "load_profiles", "load_wording", "profile_for", "template_problems"]
