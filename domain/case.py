@@ -6,6 +6,7 @@ continue-as-new. The functions here mutate it given ``now`` and never read a clo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Literal
@@ -187,10 +188,13 @@ class CaseState(BaseModel):
         self.record(now, f"{deferral.channel.value}_deferred", "deferred", reason=deferral.reason,
                     treatment=deferral.key, until=deferral.until.isoformat())
 
-    def drop_deferred(self, now: datetime, why: str, *, stage_only: bool = False) -> None:
+    def drop_deferred(self, now: datetime, why: str, *, stage_only: bool = False,
+                      only: Callable[[Deferral], bool] | None = None) -> None:
         for deferral in list(self.deferred):
             if stage_only and deferral.key.startswith(("promise_reminder", "arrangement_reminder")):
                 continue  # those belong to the promise or plan, not to the stage
+            if only is not None and not only(deferral):
+                continue
             self.deferred.remove(deferral)
             self.record(now, f"{deferral.channel.value}_blocked", "blocked", treatment=deferral.key,
                         reason=f"{why} while it was deferred ({deferral.reason})")
@@ -321,6 +325,26 @@ def tick(case: CaseState, strategy: Strategy, now: datetime) -> None:
         if case.promises_broken % strategy.promise.broken_to_escalate == 0 and case.stage.following():
             case.exit_requested = f"{case.promises_broken} broken promises"
     arrangement_rules.judge(case, strategy, now)
+    _forget_reminders_of_what_ended(case, now)
+
+
+def _forget_reminders_of_what_ended(case: CaseState, now: datetime) -> None:
+    """A deferred reminder of a promise or plan that has since ended (kept, broken, replaced) is
+    never sent: it is dropped, visibly, instead of waiting for ever."""
+    promise, plan = case.promise, case.arrangement
+    if promise is None or promise.state != "pending":
+        case.drop_deferred(now, "the promise ended", only=lambda d: d.key == "promise_reminder")
+
+    def stale(deferral: Deferral) -> bool:
+        if not deferral.key.startswith("arrangement_reminder:"):
+            return False
+        _, key, index = deferral.key.split(":")
+        if plan is None or plan.state != "active" or plan.key != key or int(index) >= len(plan.schedule):
+            return True
+        instalment = plan.schedule[int(index)]
+        return instalment.remaining == 0 or now.date() >= instalment.due_date
+
+    case.drop_deferred(now, "the arrangement or its instalment ended", only=stale)
 
 
 def promise_deadline(due_date: date, grace: timedelta) -> datetime:
