@@ -18,6 +18,7 @@ COPY domain/ domain/
 COPY workflows/ workflows/
 COPY activities/ activities/
 COPY infra/ infra/
+COPY ledger/ ledger/
 COPY strategies/ strategies/
 COPY templates/ templates/
 COPY compliance/ compliance/

@@ -13,6 +13,7 @@ import sys
 from datetime import timedelta
 
 import structlog
+from sqlalchemy.exc import SQLAlchemyError
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -24,6 +25,8 @@ from infra.client import connect
 from infra.compliance import lint_templates
 from infra.search_attributes import ensure_search_attributes
 from infra.settings import Settings
+from ledger import Ledger, LedgerError
+from ledger.store import safe_url
 from workflows.field_visit import FieldVisitWorkflow
 from workflows.loan_collection import LoanCollectionWorkflow
 
@@ -32,8 +35,9 @@ log = structlog.get_logger("arrears.worker")
 WORKFLOWS = [LoanCollectionWorkflow, FieldVisitWorkflow]
 
 
-def build_activities(settings: Settings) -> CollectionActivities:
+def build_activities(settings: Settings, ledger: Ledger | None = None) -> CollectionActivities:
     return CollectionActivities(
+        ledger=ledger or Ledger.connect(settings.ledger_url),
         outbox=FileOutbox(settings.data_dir),
         templates=TemplateBook(settings.templates_dir),
         sender=Sender(lender=settings.lender, contact_point=settings.contact_point, email_from=settings.email_from),
@@ -41,12 +45,13 @@ def build_activities(settings: Settings) -> CollectionActivities:
     )
 
 
-def build_worker(client: Client, settings: Settings, task_queue: str | None = None) -> Worker:
+def build_worker(client: Client, settings: Settings, task_queue: str | None = None,
+                 activities: CollectionActivities | None = None) -> Worker:
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=WORKFLOWS,
-        activities=build_activities(settings).all(),
+        activities=(activities or build_activities(settings)).all(),
         graceful_shutdown_timeout=timedelta(seconds=10),
     )
 
@@ -62,6 +67,13 @@ async def main() -> None:
     for name, value in (("ARREARS_SMTP_URL", settings.smtp_url), ("ARREARS_SMS_URL", settings.sms_url)):
         if value:
             log.warning("real channel not wired yet; writing to the outbox folder instead", setting=name)
+    try:
+        ledger = Ledger.connect(settings.ledger_url)
+        await ledger.migrate()  # fail at start, naming the database, rather than at the first send
+    except (LedgerError, OSError, SQLAlchemyError) as err:
+        log.error("ledger unavailable", setting="ARREARS_DATABASE_URL", database=safe_url(settings.ledger_url),
+                  error=str(err).splitlines()[0] if str(err) else type(err).__name__)
+        raise SystemExit(2) from None
     client = await connect(settings)
     added = await ensure_search_attributes(client)
     log.info("search attributes ready", added=added, namespace=settings.temporal_namespace)
@@ -69,12 +81,16 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    worker = build_worker(client, settings)
-    async with worker:
-        log.info("worker started", task_queue=settings.task_queue, address=settings.temporal_address,
-                 data_dir=str(settings.data_dir))
-        await stop.wait()
-        log.info("worker stopping: finishing in-flight tasks")
+    try:
+        log.info("ledger ready", database=safe_url(settings.ledger_url))
+        worker = build_worker(client, settings, activities=build_activities(settings, ledger))
+        async with worker:
+            log.info("worker started", task_queue=settings.task_queue, address=settings.temporal_address,
+                     data_dir=str(settings.data_dir))
+            await stop.wait()
+            log.info("worker stopping: finishing in-flight tasks")
+    finally:
+        await ledger.close()
     log.info("worker stopped")
 
 

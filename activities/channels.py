@@ -7,11 +7,13 @@ a borrower twice.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from decimal import Decimal
-from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import formatdate
 
@@ -27,7 +29,10 @@ from activities.templates import TemplateBook
 from domain.compliance import Profile
 from domain.loan import Loan
 from domain.money import format_money
-from infra.compliance import profile_for
+from infra.compliance import profile_for, records_years
+from ledger import Ledger
+from ledger.store import retain_until
+from workflows.inputs import case_workflow_id
 
 log = structlog.get_logger("arrears.activities")
 
@@ -70,14 +75,51 @@ def _values(loan: Loan, facts: CaseFacts, sender: Sender) -> dict[str, str]:
     }
 
 
-class CollectionActivities:
-    """Channel adapters behind activities; the worker injects the outbox, templates and sender."""
+def _keep_until(loan: Loan) -> date:
+    """How long the ledger keeps what happened to this loan: its jurisdiction's record-keeping rule."""
+    return retain_until(datetime.now(UTC).date(), records_years(loan.jurisdiction))
 
-    def __init__(self, outbox: FileOutbox, templates: TemplateBook, sender: Sender, field_agents: list[str]) -> None:
+
+class CollectionActivities:
+    """Channel adapters behind activities; the worker injects the ledger, outbox, templates and sender.
+
+    Every effect on the world is claimed in the ledger under its idempotency key first: a key that
+    was sent before returns its receipt and touches nothing; a key claimed but never confirmed (the
+    worker died mid-send) is sent again under the same key, which the outbox (and a provider's
+    idempotency key) turns into the same single message."""
+
+    def __init__(self, ledger: Ledger, outbox: FileOutbox, templates: TemplateBook, sender: Sender,
+                 field_agents: list[str]) -> None:
+        self.ledger = ledger
         self.outbox = outbox
         self.templates = templates
         self.sender = sender
         self.field_agents = field_agents
+        self._migrated = asyncio.Lock()
+        self._ready = False
+
+    async def _ledger(self) -> Ledger:
+        """The ledger, its schema brought up to date once per worker."""
+        if not self._ready:
+            async with self._migrated:
+                if not self._ready:
+                    await self.ledger.migrate()
+                    self._ready = True
+        return self.ledger
+
+    async def _once(self, channel: str, request: ContactRequest,
+                    send: Callable[[], Awaitable[ContactReceipt]]) -> ContactReceipt:
+        ledger = await self._ledger()
+        key, loan = request.idempotency_key, request.loan
+        attempt = await ledger.claim(key, loan_id=loan.loan_id, jurisdiction=loan.jurisdiction, channel=channel,
+                                     template=request.template, retain_until=_keep_until(loan))
+        if attempt.state == "sent":
+            self._logged(f"{channel}_already_sent", key, loan, False, template=request.template)
+            return ContactReceipt(idempotency_key=key, channel=channel, message_id=attempt.provider_message_id or "",
+                                  location=attempt.location or "", sha256=attempt.sha256)
+        receipt = await send()
+        await ledger.sent(key, message_id=receipt.message_id, location=receipt.location, sha256=receipt.sha256)
+        return receipt
 
     def _logged(self, event: str, key: str, loan: Loan, created: bool, **extra: object) -> None:
         # Loan id and key only: borrower names, phones and addresses never go into logs.
@@ -85,6 +127,9 @@ class CollectionActivities:
 
     @activity.defn(name="send_sms")
     async def send_sms(self, request: ContactRequest) -> ContactReceipt:
+        return await self._once("sms", request, lambda: self._sms(request))
+
+    async def _sms(self, request: ContactRequest) -> ContactReceipt:
         text = self.templates.render(request.template, request.loan.jurisdiction,
                                      _values(request.loan, request.facts, self.sender))
         message_id = _message_id(request.idempotency_key)
@@ -98,6 +143,9 @@ class CollectionActivities:
 
     @activity.defn(name="send_email")
     async def send_email(self, request: ContactRequest) -> ContactReceipt:
+        return await self._once("email", request, lambda: self._email(request))
+
+    async def _email(self, request: ContactRequest) -> ContactReceipt:
         text = self.templates.render(request.template, request.loan.jurisdiction,
                                      _values(request.loan, request.facts, self.sender))
         message_id = _message_id(request.idempotency_key)
@@ -116,6 +164,9 @@ class CollectionActivities:
 
     @activity.defn(name="issue_letter")
     async def issue_letter(self, request: ContactRequest) -> ContactReceipt:
+        return await self._once("letter", request, lambda: self._letter(request))
+
+    async def _letter(self, request: ContactRequest) -> ContactReceipt:
         text = self.templates.render(request.template, request.loan.jurisdiction,
                                      _values(request.loan, request.facts, self.sender))
         header = f"To: {request.loan.borrower_name}\n{request.loan.address}\n\n"
@@ -127,40 +178,49 @@ class CollectionActivities:
                               message_id=_message_id(request.idempotency_key), location=str(path),
                               sha256=self.outbox.digest(path))
 
-    def _queue(self, queue: str, request: WorkItemRequest, **fields: object) -> WorkItem:
+    async def _queue(self, queue: str, request: WorkItemRequest, *, assigned_to: str | None = None,
+                     **fields: object) -> WorkItem:
+        """Put work for people on a ledger queue (agents pull it there) and in a queue folder."""
         item_id = safe_name(request.idempotency_key)
         item = {"item_id": item_id, "queue": queue, "loan_id": request.loan.loan_id,
                 "jurisdiction": request.loan.jurisdiction, "note": request.note,
-                "facts": request.facts.model_dump(mode="json"), **fields}
-        path, created = self.outbox.write_once(f"queues/{queue}", request.idempotency_key, ".json",
-                                               json.dumps(item, ensure_ascii=False, indent=2, default=str).encode())
+                "facts": request.facts.model_dump(mode="json"), "assigned_to": assigned_to, **fields}
+        payload = json.loads(json.dumps(item, ensure_ascii=False, default=str))
+        ledger = await self._ledger()
+        _, created = await ledger.add_work(request.idempotency_key, loan_id=request.loan.loan_id,
+                                           workflow_id=case_workflow_id(request.loan.loan_id), queue=queue,
+                                           payload=payload, assigned_to=assigned_to,
+                                           retain_until=_keep_until(request.loan))
+        path, _ = self.outbox.write_once(f"queues/{queue}", request.idempotency_key, ".json",
+                                         json.dumps(payload, ensure_ascii=False, indent=2).encode())
         self._logged("work_item_queued", request.idempotency_key, request.loan, created, queue=queue)
         return WorkItem(item_id=item_id, queue=queue, location=str(path))
 
     @activity.defn(name="create_call_task")
     async def create_call_task(self, request: WorkItemRequest) -> WorkItem:
-        return self._queue("calls", request, phone=request.loan.phone, timezone=request.loan.timezone,
-                           assigned_agent=request.facts.agent)
+        return await self._queue("calls", request, assigned_to=request.facts.agent, phone=request.loan.phone,
+                                 timezone=request.loan.timezone, assigned_agent=request.facts.agent)
 
     @activity.defn(name="hand_off_to_legal")
     async def hand_off_to_legal(self, request: WorkItemRequest) -> WorkItem:
-        return self._queue("legal", request, borrower_name=request.loan.borrower_name,
-                           address=request.loan.address, currency=request.loan.currency)
+        return await self._queue("legal", request, borrower_name=request.loan.borrower_name,
+                                 address=request.loan.address, currency=request.loan.currency)
 
     @activity.defn(name="flag_overdue_visit")
     async def flag_overdue_visit(self, request: WorkItemRequest) -> WorkItem:
-        return self._queue("supervisor", request)
+        return await self._queue("supervisor", request)
 
     @activity.defn(name="plan_field_visit")
     async def plan_field_visit(self, request: VisitRequest) -> VisitPlanned:
         # Spread visits over the field team deterministically, so a retry assigns the same people.
         start = int(hashlib.sha256(request.idempotency_key.encode()).hexdigest(), 16) % len(self.field_agents)
         agents = [self.field_agents[(start + i) % len(self.field_agents)] for i in range(request.staff)]
-        item = self._queue("visits", WorkItemRequest(idempotency_key=request.idempotency_key, loan=request.loan,
-                                                     facts=request.facts),
-                           address=request.loan.address, timezone=request.loan.timezone, agents=agents,
-                           attempt=request.attempt, scheduled_for=request.scheduled_for.isoformat(),
-                           report_due=request.report_due.isoformat())
+        item = await self._queue("visits", WorkItemRequest(idempotency_key=request.idempotency_key,
+                                                           loan=request.loan, facts=request.facts),
+                                 assigned_to=",".join(agents), address=request.loan.address,
+                                 timezone=request.loan.timezone, agents=agents, attempt=request.attempt,
+                                 scheduled_for=request.scheduled_for.isoformat(),
+                                 report_due=request.report_due.isoformat())
         return VisitPlanned(visit_id=item.item_id, agents=agents, scheduled_for=request.scheduled_for,
                             location=item.location)
 

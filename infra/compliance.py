@@ -58,6 +58,12 @@ def profile_for(loan: Loan, strategy: Strategy, profiles: dict[str, Profile] | N
         raise ComplianceError(f"strategy {strategy.name}: compliance: {err}") from None
 
 
+def records_years(jurisdiction: str, profiles: dict[str, Profile] | None = None) -> int | None:
+    """How many years records of a loan of this jurisdiction are kept (its profile's rule)."""
+    profile = (profiles or _default_profiles()).get(jurisdiction)
+    return profile.records_years if profile is not None else None
+
+
 def check_tightening(strategy: Strategy, profiles: dict[str, Profile] | None = None) -> None:
     """Fail early, naming the strategy, when its tightening cannot apply to every jurisdiction."""
     for jurisdiction in JURISDICTIONS:
@@ -115,4 +121,4 @@ def template_problems(strategy: Strategy, book: TemplateBook, profiles: dict[str
 
 
 __all__ = ["ComplianceError", "Profile", "Tightening", "Wording", "check_tightening", "lint_templates",
-           "load_profiles", "load_wording", "profile_for", "template_problems"]
+           "load_profiles", "load_wording", "profile_for", "records_years", "template_problems"]

@@ -41,7 +41,7 @@ class Settings:
             temporal_namespace=env.get("TEMPORAL_NAMESPACE", "default"),
             task_queue=env.get("ARREARS_TASK_QUEUE", DEFAULT_TASK_QUEUE),
             data_dir=data_dir,
-            database_url=env.get("ARREARS_DATABASE_URL", f"sqlite:///{data_dir / 'arrears.db'}"),
+            database_url=env.get("ARREARS_DATABASE_URL", ""),
             smtp_url=env.get("ARREARS_SMTP_URL") or None,
             sms_url=env.get("ARREARS_SMS_URL") or None,
             lender=env.get("ARREARS_LENDER_NAME", cls.lender),
@@ -53,6 +53,11 @@ class Settings:
     def __post_init__(self) -> None:
         if not self.field_agents:
             raise ValueError("ARREARS_FIELD_AGENTS: name at least one field agent (comma-separated)")
+
+    @property
+    def ledger_url(self) -> str:
+        """The case ledger's database: ARREARS_DATABASE_URL, or SQLite under the data folder."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'arrears.db'}"
 
     @property
     def strategies_dir(self) -> Path:

@@ -29,12 +29,15 @@ from infra.settings import Settings
 from infra.strategies import load_strategy
 from workflows.inputs import CaseInput, case_workflow_id
 from workflows.loan_collection import LoanCollectionWorkflow
-from worker import build_worker
+from worker import build_activities, build_worker
 
 BIN = Path(sys.executable).parent
 TEST_SERVER = BIN / "temporal-test-server"
 DEV_SERVER = BIN / "temporal"
 ROOT = Path(__file__).resolve().parents[1]
+
+# The `ledger` fixture (SQLite and PostgreSQL) lives with its helpers.
+pytest_plugins = ["tests.ledger_fixtures"]
 
 
 def settings_for(data_dir: Path) -> Settings:
@@ -92,8 +95,15 @@ def data_dir(tmp_path: Path) -> Path:
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def worker(env: WorkflowEnvironment, data_dir: Path) -> AsyncIterator[Worker]:
-    async with build_worker(env.client, settings_for(data_dir), task_queue=f"tq-{uuid.uuid4().hex}") as running:
-        yield running
+    settings = settings_for(data_dir)
+    activities = build_activities(settings)
+    try:
+        async with build_worker(env.client, settings, task_queue=f"tq-{uuid.uuid4().hex}",
+                                activities=activities) as running:
+            running.ledger = activities.ledger  # type: ignore[attr-defined] - for tests that read it
+            yield running
+    finally:
+        await activities.ledger.close()
 
 
 async def start_case(client: Client, worker: Worker, loan: Loan | None = None,

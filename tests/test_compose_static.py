@@ -282,3 +282,14 @@ def test_the_image_runs_the_worker_as_a_non_root_user() -> None:
     users = [line.split()[1] for line in lines if line.upper().startswith("USER ")]
     assert users and users[-1] not in ("root", "0"), "the last USER must not be root"
     assert 'CMD ["python", "worker.py"]' in lines
+
+
+def test_the_workers_use_the_migrated_postgresql_ledger(services: dict[str, dict[str, Any]]) -> None:
+    worker, migrate = services["worker"], services["migrate-ledger"]
+    url = worker["environment"]["ARREARS_DATABASE_URL"]
+    assert url.startswith("postgresql://") and url.endswith("@postgresql:5432/arrears")
+    assert migrate["environment"]["ARREARS_DATABASE_URL"] == url
+    assert migrate["command"] == ["python", "-m", "ledger", "upgrade"]
+    assert worker["depends_on"]["migrate-ledger"]["condition"] == "service_completed_successfully"
+    assert migrate["depends_on"]["create-ledger-database"]["condition"] == "service_completed_successfully"
+    assert "CREATE DATABASE arrears" in services["create-ledger-database"]["command"][0]

@@ -1,0 +1,249 @@
+"""The ledger's API: async, over SQLAlchemy 2, the same on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from ledger.schema import TABLES, case_events, contact_attempts, work_items
+
+ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg"}
+
+
+class LedgerError(RuntimeError):
+    """The ledger cannot be used: the message names the setting or the row and the reason."""
+
+
+def async_url(url: str) -> str:
+    """``sqlite:///path`` / ``postgresql://...`` as users write them, with the async driver."""
+    try:
+        parsed = make_url(url)
+    except Exception as err:  # noqa: BLE001 - SQLAlchemy raises several kinds for a bad URL
+        raise LedgerError(f"ARREARS_DATABASE_URL: {url!r} is not a database URL ({err})") from None
+    backend = parsed.get_backend_name()
+    if backend not in ASYNC_DRIVERS:
+        raise LedgerError(f"ARREARS_DATABASE_URL: {backend!r} is not supported (use sqlite:/// or postgresql://)")
+    if "+" in parsed.drivername:
+        return parsed.render_as_string(hide_password=False)
+    return parsed.set(drivername=ASYNC_DRIVERS[backend]).render_as_string(hide_password=False)
+
+
+def safe_url(url: str) -> str:
+    """The URL with its password hidden, for logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001
+        return "(unparseable URL)"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """A claimed effect. ``state`` "sent": it happened before, here is its receipt; "sending": go
+    ahead (for the ``tries``-th time: a provider told the same key twice must deduplicate)."""
+
+    idempotency_key: str
+    state: str
+    tries: int
+    provider_message_id: str | None = None
+    location: str | None = None
+    sha256: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class WorkItemRow:
+    item_key: str
+    loan_id: str
+    workflow_id: str
+    queue: str
+    state: str
+    assigned_to: str | None
+    payload: dict[str, Any]
+    outcome: str | None
+    created_at: datetime
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Ledger:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def connect(cls, url: str, *, schema: str | None = None) -> "Ledger":
+        """An engine for ``url``; on PostgreSQL, ``schema`` puts the tables in that schema."""
+        target = async_url(url)
+        options: dict[str, Any] = {}
+        if target.startswith("sqlite"):
+            options["connect_args"] = {"timeout": 30}
+        elif schema is not None:
+            options["connect_args"] = {"server_settings": {"search_path": schema}}
+        return cls(create_async_engine(target, **options))
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def _insert(self, table: Any) -> Any:
+        return (postgresql.insert(table) if self.dialect == "postgresql" else sqlite.insert(table))
+
+    async def migrate(self) -> None:
+        """Bring the schema to the newest migration (Alembic), creating the SQLite folder first."""
+        from ledger.migrate import upgrade_connection
+
+        database = self.engine.url.database
+        if self.dialect == "sqlite" and database and database != ":memory:":
+            from pathlib import Path
+
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        async with self.engine.begin() as connection:
+            await connection.run_sync(upgrade_connection)
+
+    # -- contact attempts: exactly once ---------------------------------------------------
+    async def claim(self, key: str, *, loan_id: str, jurisdiction: str, channel: str, template: str | None,
+                    retain_until: date) -> Attempt:
+        """Claim ``key`` before touching the world. A key seen before returns its earlier attempt:
+        "sent" (do nothing again, here is the receipt) or "sending"/"failed" (another try)."""
+        values = dict(idempotency_key=key, loan_id=loan_id, jurisdiction=jurisdiction, channel=channel,
+                      template=template, state="sending", tries=1, created_at=_now(), retain_until=retain_until)
+        async with self.engine.begin() as connection:
+            inserted = await connection.execute(
+                self._insert(contact_attempts).values(**values).on_conflict_do_nothing(
+                    index_elements=["idempotency_key"]))
+            if inserted.rowcount == 1:
+                return Attempt(key, "sending", 1)
+            row = (await connection.execute(
+                select(contact_attempts).where(contact_attempts.c.idempotency_key == key))).one()
+            if row.loan_id != loan_id or row.channel != channel:
+                raise LedgerError(f"idempotency key {key!r} was used for {row.loan_id}/{row.channel}, "
+                                  f"not {loan_id}/{channel}")
+            if row.state != "sent":
+                # Another try, counted by the database: never over an attempt completed meanwhile.
+                tries = (await connection.execute(
+                    update(contact_attempts)
+                    .where(contact_attempts.c.idempotency_key == key, contact_attempts.c.state != "sent")
+                    .values(tries=contact_attempts.c.tries + 1, state="sending", reason=None)
+                    .returning(contact_attempts.c.tries))).scalar_one_or_none()
+                if tries is not None:
+                    return Attempt(key, "sending", tries)
+                row = (await connection.execute(
+                    select(contact_attempts).where(contact_attempts.c.idempotency_key == key))).one()
+            return Attempt(key, "sent", row.tries, row.provider_message_id, row.location, row.sha256)
+
+    async def sent(self, key: str, *, message_id: str, location: str | None = None, sha256: str | None = None) -> None:
+        async with self.engine.begin() as connection:
+            await connection.execute(update(contact_attempts).where(contact_attempts.c.idempotency_key == key).values(
+                state="sent", provider_message_id=message_id, location=location, sha256=sha256,
+                completed_at=_now()))
+
+    async def failed(self, key: str, reason: str) -> None:
+        async with self.engine.begin() as connection:
+            await connection.execute(update(contact_attempts).where(contact_attempts.c.idempotency_key == key)
+                                     .values(state="failed", reason=reason[:2000], completed_at=_now()))
+
+    async def attempts(self, loan_id: str | None = None) -> list[dict[str, Any]]:
+        query = select(contact_attempts).order_by(contact_attempts.c.id)
+        if loan_id is not None:
+            query = query.where(contact_attempts.c.loan_id == loan_id)
+        async with self.engine.connect() as connection:
+            return [dict(row._mapping) for row in await connection.execute(query)]
+
+    # -- the audit trail: append only ----------------------------------------------------------
+    async def record_events(self, loan_id: str, workflow_id: str, events: Iterable[dict[str, Any]],
+                            retain_until: date) -> int:
+        """Append the case's events (each with its ``seq``); ones already there are left alone.
+        Returns how many were new."""
+        recorded = _now()
+        rows = [dict(loan_id=loan_id, workflow_id=workflow_id, seq=e["seq"], at=e["at"], kind=e["kind"],
+                     status=e["status"], reason=e.get("reason"), actor=e.get("actor"),
+                     detail=e.get("detail") or {}, recorded_at=recorded, retain_until=retain_until)
+                for e in events]
+        if not rows:
+            return 0
+        async with self.engine.begin() as connection:
+            added = await connection.execute(
+                self._insert(case_events).values(rows)
+                .on_conflict_do_nothing(index_elements=["loan_id", "seq"]).returning(case_events.c.seq))
+            return len(added.all())
+
+    async def events(self, loan_id: str) -> list[dict[str, Any]]:
+        async with self.engine.connect() as connection:
+            result = await connection.execute(
+                select(case_events).where(case_events.c.loan_id == loan_id).order_by(case_events.c.seq))
+            return [dict(row._mapping) for row in result]
+
+    # -- work queues ------------------------------------------------------------------------
+    async def add_work(self, key: str, *, loan_id: str, workflow_id: str, queue: str, payload: dict[str, Any],
+                       assigned_to: str | None, retain_until: date) -> tuple[WorkItemRow, bool]:
+        """Put one item on a queue, once per key; returns the item and whether it is new."""
+        async with self.engine.begin() as connection:
+            inserted = await connection.execute(self._insert(work_items).values(
+                item_key=key, loan_id=loan_id, workflow_id=workflow_id, queue=queue, state="open",
+                assigned_to=assigned_to, payload=payload, created_at=_now(), retain_until=retain_until,
+            ).on_conflict_do_nothing(index_elements=["item_key"]))
+            row = (await connection.execute(select(work_items).where(work_items.c.item_key == key))).one()
+        return _work(row), inserted.rowcount == 1
+
+    async def open_work(self, queue: str, *, assigned_to: str | None = None, limit: int = 100) -> list[WorkItemRow]:
+        query = (select(work_items).where(work_items.c.queue == queue, work_items.c.state == "open")
+                 .order_by(work_items.c.id).limit(limit))
+        if assigned_to is not None:
+            query = query.where(work_items.c.assigned_to.contains(assigned_to))
+        async with self.engine.connect() as connection:
+            return [_work(row) for row in await connection.execute(query)]
+
+    async def complete_work(self, key: str, *, outcome: str, reported_by: str, state: str = "done") -> WorkItemRow:
+        """Close an open item with its outcome. Closing it again with the same outcome is a no-op;
+        with another one it is refused, naming the item."""
+        async with self.engine.begin() as connection:
+            row = (await connection.execute(select(work_items).where(work_items.c.item_key == key))).one_or_none()
+            if row is None:
+                raise LedgerError(f"work item {key!r}: no such item")
+            if row.state != "open":
+                if row.outcome == outcome:
+                    return _work(row)
+                raise LedgerError(f"work item {key!r}: already {row.state} with outcome {row.outcome!r}")
+            await connection.execute(update(work_items).where(work_items.c.item_key == key).values(
+                state=state, outcome=outcome, reported_by=reported_by, completed_at=_now()))
+            row = (await connection.execute(select(work_items).where(work_items.c.item_key == key))).one()
+        return _work(row)
+
+    # -- retention --------------------------------------------------------------------------
+    async def purge_expired(self, today: date) -> dict[str, int]:
+        """Delete what is past its jurisdiction's retention; the only deletion the ledger makes."""
+        removed = {}
+        async with self.engine.begin() as connection:
+            for table in TABLES:
+                result = await connection.execute(delete(table).where(table.c.retain_until < today))
+                removed[table.name] = result.rowcount
+        return removed
+
+
+def _work(row: Any) -> WorkItemRow:
+    return WorkItemRow(item_key=row.item_key, loan_id=row.loan_id, workflow_id=row.workflow_id, queue=row.queue,
+                       state=row.state, assigned_to=row.assigned_to, payload=row.payload, outcome=row.outcome,
+                       created_at=row.created_at)
+
+
+def retain_until(created: date, years: int | None) -> date:
+    """``years`` after ``created`` (29 February becomes 28 February); seven where no profile says."""
+    keep = years if years is not None else 7
+    try:
+        return created.replace(year=created.year + keep)
+    except ValueError:
+        return created.replace(year=created.year + keep, day=28)
+
+
+__all__: Sequence[str] = ["Attempt", "Ledger", "LedgerError", "WorkItemRow", "async_url", "retain_until", "safe_url"]
