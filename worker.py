@@ -19,6 +19,8 @@ from temporalio.worker import Worker
 
 from activities.channels import CollectionActivities, Sender
 from activities.outbox import FileOutbox
+from activities.sms_provider import sms_provider_from_url
+from activities.smtp import mailer_from_url
 from activities.templates import TemplateBook
 from infra import logging as arrears_logging
 from infra.client import connect
@@ -36,12 +38,17 @@ WORKFLOWS = [LoanCollectionWorkflow, FieldVisitWorkflow]
 
 
 def build_activities(settings: Settings, ledger: Ledger | None = None) -> CollectionActivities:
+    """The channel adapters the settings select; a bad channel URL raises ValueError naming the setting."""
     return CollectionActivities(
         ledger=ledger or Ledger.connect(settings.ledger_url),
         outbox=FileOutbox(settings.data_dir),
         templates=TemplateBook(settings.templates_dir),
-        sender=Sender(lender=settings.lender, contact_point=settings.contact_point, email_from=settings.email_from),
+        sender=Sender(lender=settings.lender, contact_point=settings.contact_point, email_from=settings.email_from,
+                      sms_from=settings.sms_from),
         field_agents=settings.field_agents,
+        mailer=mailer_from_url(settings.smtp_url),
+        # Inside the activity's 30 s: 3 tries of at most 5 s, 4 s apart at most; then Temporal retries.
+        sms=sms_provider_from_url(settings.sms_url, timeout=5.0, attempts=3, max_backoff=4.0),
     )
 
 
@@ -64,11 +71,15 @@ async def main() -> None:
         for problem in problems:
             log.error("template refused", problem=problem)
         raise SystemExit(2)
-    for name, value in (("ARREARS_SMTP_URL", settings.smtp_url), ("ARREARS_SMS_URL", settings.sms_url)):
-        if value:
-            log.warning("real channel not wired yet; writing to the outbox folder instead", setting=name)
     try:
         ledger = Ledger.connect(settings.ledger_url)
+        activities = build_activities(settings, ledger)
+    except (LedgerError, ValueError) as err:
+        log.error("bad setting", error=str(err))
+        raise SystemExit(2) from None
+    log.info("channels", email=activities.mailer.address if activities.mailer else "outbox",
+             sms=activities.sms.url if activities.sms else "outbox")
+    try:
         await ledger.migrate()  # fail at start, naming the database, rather than at the first send
     except (LedgerError, OSError, SQLAlchemyError) as err:
         log.error("ledger unavailable", setting="ARREARS_DATABASE_URL", database=safe_url(settings.ledger_url),
@@ -83,14 +94,14 @@ async def main() -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         log.info("ledger ready", database=safe_url(settings.ledger_url))
-        worker = build_worker(client, settings, activities=build_activities(settings, ledger))
+        worker = build_worker(client, settings, activities=activities)
         async with worker:
             log.info("worker started", task_queue=settings.task_queue, address=settings.temporal_address,
                      data_dir=str(settings.data_dir))
             await stop.wait()
             log.info("worker stopping: finishing in-flight tasks")
     finally:
-        await ledger.close()
+        await activities.aclose()
     log.info("worker stopped")
 
 

@@ -19,12 +19,15 @@ from email.utils import formatdate
 
 import structlog
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.models import (
-    CaseFacts, ContactReceipt, ContactRequest, ProfileRequest, VisitPlanned, VisitRequest, WorkItem,
+    CaseEventsRequest, CaseFacts, ContactReceipt, ContactRequest, ProfileRequest, VisitPlanned, VisitRequest, WorkItem,
     WorkItemRequest,
 )
 from activities.outbox import FileOutbox, safe_name
+from activities.sms_provider import HttpSmsProvider
+from activities.smtp import SmtpMailer
 from activities.templates import TemplateBook
 from domain.compliance import Profile
 from domain.loan import Loan
@@ -44,6 +47,7 @@ class Sender:
     lender: str
     contact_point: str
     email_from: str
+    sms_from: str = "ARREARS"
 
 
 def _message_id(key: str) -> str:
@@ -75,9 +79,9 @@ def _values(loan: Loan, facts: CaseFacts, sender: Sender) -> dict[str, str]:
     }
 
 
-def _keep_until(loan: Loan) -> date:
-    """How long the ledger keeps what happened to this loan: its jurisdiction's record-keeping rule."""
-    return retain_until(datetime.now(UTC).date(), records_years(loan.jurisdiction))
+def _keep_until(jurisdiction: str) -> date:
+    """How long the ledger keeps what happened to a loan: its jurisdiction's record-keeping rule."""
+    return retain_until(datetime.now(UTC).date(), records_years(jurisdiction))
 
 
 class CollectionActivities:
@@ -89,14 +93,23 @@ class CollectionActivities:
     idempotency key) turns into the same single message."""
 
     def __init__(self, ledger: Ledger, outbox: FileOutbox, templates: TemplateBook, sender: Sender,
-                 field_agents: list[str]) -> None:
+                 field_agents: list[str], *, mailer: SmtpMailer | None = None,
+                 sms: HttpSmsProvider | None = None) -> None:
         self.ledger = ledger
+        self.mailer = mailer
+        self.sms = sms
         self.outbox = outbox
         self.templates = templates
         self.sender = sender
         self.field_agents = field_agents
         self._migrated = asyncio.Lock()
         self._ready = False
+
+    async def aclose(self) -> None:
+        """Release the ledger's connections and the SMS provider's client (worker shutdown)."""
+        if self.sms is not None:
+            await self.sms.aclose()
+        await self.ledger.close()
 
     async def _ledger(self) -> Ledger:
         """The ledger, its schema brought up to date once per worker."""
@@ -112,12 +125,19 @@ class CollectionActivities:
         ledger = await self._ledger()
         key, loan = request.idempotency_key, request.loan
         attempt = await ledger.claim(key, loan_id=loan.loan_id, jurisdiction=loan.jurisdiction, channel=channel,
-                                     template=request.template, retain_until=_keep_until(loan))
+                                     template=request.template, retain_until=_keep_until(loan.jurisdiction))
         if attempt.state == "sent":
             self._logged(f"{channel}_already_sent", key, loan, False, template=request.template)
             return ContactReceipt(idempotency_key=key, channel=channel, message_id=attempt.provider_message_id or "",
                                   location=attempt.location or "", sha256=attempt.sha256)
-        receipt = await send()
+        try:
+            receipt = await send()
+        except ApplicationError as err:
+            # A refusal for good (invalid number, opt-out at the provider, rejected address) is
+            # recorded with its reason; anything retryable stays "sending" for the next try.
+            if err.non_retryable:
+                await ledger.failed(key, f"{err.type}: {err.message}")
+            raise
         await ledger.sent(key, message_id=receipt.message_id, location=receipt.location, sha256=receipt.sha256)
         return receipt
 
@@ -135,9 +155,16 @@ class CollectionActivities:
         message_id = _message_id(request.idempotency_key)
         record = {"message_id": message_id, "to": request.loan.phone, "template": request.template,
                   "body": text.body, "loan_id": request.loan.loan_id, "idempotency_key": request.idempotency_key}
+        # The message as sent is kept under its key; a retry sends that same text again, under the
+        # same Idempotency-Key, so a provider that honours it delivers once.
         path, created = self.outbox.write_once("outbox/sms", request.idempotency_key, ".json",
                                                json.dumps(record, ensure_ascii=False, indent=2).encode())
-        self._logged("sms_sent", request.idempotency_key, request.loan, created, template=request.template)
+        if self.sms is not None:
+            kept = json.loads(path.read_text(encoding="utf-8"))
+            message_id = await self.sms.send(to=kept["to"], body=kept["body"], sender=self.sender.sms_from,
+                                             idempotency_key=request.idempotency_key)
+        self._logged("sms_sent", request.idempotency_key, request.loan, created, template=request.template,
+                     via=self.sms.url if self.sms else "outbox")
         return ContactReceipt(idempotency_key=request.idempotency_key, channel="sms", message_id=message_id,
                               location=str(path))
 
@@ -157,8 +184,12 @@ class CollectionActivities:
         message["Message-ID"] = f"<{message_id}@arrears>"
         message["X-Arrears-Idempotency-Key"] = request.idempotency_key
         message.set_content(text.body)
+        # The message as sent is kept under its key; a retry sends those same bytes again.
         path, created = self.outbox.write_once("outbox/email", request.idempotency_key, ".eml", bytes(message))
-        self._logged("email_sent", request.idempotency_key, request.loan, created, template=request.template)
+        if self.mailer is not None:
+            await self.mailer.send(path.read_bytes(), sender=self.sender.email_from, recipient=request.loan.email)
+        self._logged("email_sent", request.idempotency_key, request.loan, created, template=request.template,
+                     via=self.mailer.address if self.mailer else "outbox")
         return ContactReceipt(idempotency_key=request.idempotency_key, channel="email", message_id=message_id,
                               location=str(path))
 
@@ -190,7 +221,7 @@ class CollectionActivities:
         _, created = await ledger.add_work(request.idempotency_key, loan_id=request.loan.loan_id,
                                            workflow_id=case_workflow_id(request.loan.loan_id), queue=queue,
                                            payload=payload, assigned_to=assigned_to,
-                                           retain_until=_keep_until(request.loan))
+                                           retain_until=_keep_until(request.loan.jurisdiction))
         path, _ = self.outbox.write_once(f"queues/{queue}", request.idempotency_key, ".json",
                                          json.dumps(payload, ensure_ascii=False, indent=2).encode())
         self._logged("work_item_queued", request.idempotency_key, request.loan, created, queue=queue)
@@ -224,6 +255,15 @@ class CollectionActivities:
         return VisitPlanned(visit_id=item.item_id, agents=agents, scheduled_for=request.scheduled_for,
                             location=item.location)
 
+    @activity.defn(name="record_case_events")
+    async def record_case_events(self, request: CaseEventsRequest) -> int:
+        """Append what happened to the case to the ledger's audit trail; a retry adds nothing twice."""
+        ledger = await self._ledger()
+        rows = [dict(seq=request.first_seq + n, at=e.at, kind=e.kind, status=e.status, reason=e.reason,
+                     actor=e.actor, detail=e.model_dump(mode="json")["detail"]) for n, e in enumerate(request.events)]
+        return await ledger.record_events(request.loan_id, request.workflow_id, rows,
+                                          retain_until=_keep_until(request.jurisdiction))
+
     @activity.defn(name="resolve_compliance_profile")
     async def resolve_compliance_profile(self, request: ProfileRequest) -> Profile:
         """For a case started before compliance profiles: its profile, from the worker's files."""
@@ -232,4 +272,4 @@ class CollectionActivities:
     def all(self) -> list:
         return [self.send_sms, self.send_email, self.issue_letter, self.create_call_task,
                 self.hand_off_to_legal, self.flag_overdue_visit, self.plan_field_visit,
-                self.resolve_compliance_profile]
+                self.resolve_compliance_profile, self.record_case_events]

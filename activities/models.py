@@ -6,6 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel
 
+from domain.case import CaseEvent
 from domain.loan import Loan
 from domain.strategy import Strategy
 
@@ -79,3 +80,13 @@ class ProfileRequest(BaseModel):
 
     loan: Loan
     strategy: Strategy
+
+
+class CaseEventsRequest(BaseModel):
+    """Append a case's events to the ledger's audit trail, numbered from ``first_seq``."""
+
+    loan_id: str
+    jurisdiction: str
+    workflow_id: str
+    first_seq: int
+    events: list[CaseEvent]

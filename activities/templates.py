@@ -1,13 +1,24 @@
-"""Message templates: plain text files per language, ``$name`` placeholders.
+"""Message templates: plain-text Jinja2 files per language, ``{{ name }}`` placeholders.
 
-E-mail and letter templates start with a ``Subject:`` line.
+E-mail and letter templates start with a ``Subject:`` line. A template may only use the values
+in :data:`VARIABLES`; an unknown name or a syntax error is a template problem the worker and
+the intake refuse to start with, and an undefined value at render time is an error, never an
+empty gap in a letter.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from string import Template
+
+import jinja2
+from jinja2 import meta
+
+# What a template may quote: the case facts as of sending, and who the borrower hears from.
+VARIABLES = frozenset({
+    "lender", "contact_point", "product", "loan_tail", "days_past_due", "amount_past_due", "outstanding",
+    "promise_amount", "promise_due_date", "instalment_amount", "instalment_due_date", "response_days", "today",
+})
 
 LANGUAGE_BY_JURISDICTION = {"CN": "zh"}
 DEFAULT_LANGUAGE = "en"
@@ -26,6 +37,9 @@ class Rendered:
 class TemplateBook:
     def __init__(self, root: Path) -> None:
         self.root = root
+        # Plain text, not HTML: nothing to escape. Strict: a missing value fails the send.
+        self._jinja = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False,
+                                         keep_trailing_newline=True)
 
     def languages(self) -> list[str]:
         return sorted(p.name for p in self.root.iterdir() if p.is_dir())
@@ -40,8 +54,17 @@ class TemplateBook:
             path = self.root / DEFAULT_LANGUAGE / f"{name}.txt"
         return path.read_text(encoding="utf-8")
 
+    def problems(self, name: str, language: str) -> list[str]:
+        """Why this template cannot be rendered: a syntax error, or a value no case provides."""
+        try:
+            parsed = self._jinja.parse(self.source(name, language))
+        except jinja2.TemplateSyntaxError as err:
+            return [f"line {err.lineno}: {err.message}"]
+        unknown = sorted(meta.find_undeclared_variables(parsed) - VARIABLES)
+        return [f"unknown placeholder {{{{ {v} }}}}" for v in unknown]
+
     def render(self, name: str, jurisdiction: str, values: dict[str, str]) -> Rendered:
-        text = Template(self.source(name, language_for(jurisdiction))).substitute(values)
+        text = self._jinja.from_string(self.source(name, language_for(jurisdiction))).render(values)
         subject = None
         if text.startswith("Subject:"):
             first, _, text = text.partition("\n")

@@ -91,6 +91,7 @@ class CaseEvent(BaseModel):
     status: Literal["accepted", "rejected", "duplicate", "sent", "blocked", "deferred", "failed", "info"]
     reason: str | None = None
     detail: dict[str, Any] = {}
+    actor: str | None = None
 
 
 class CaseState(BaseModel):
@@ -126,6 +127,8 @@ class CaseState(BaseModel):
     seq: int = 0
     events: list[CaseEvent] = []
     events_dropped: int = 0
+    # How many events (counted from the first, dropped ones included) the ledger already holds.
+    ledger_seq: int = 0
     # Compliance (None on a case from before the checks, while it replays its old history).
     compliance: Profile | None = None
     timezone: str | None = None
@@ -153,6 +156,16 @@ class CaseState(BaseModel):
     @property
     def validation_notice_sent(self) -> bool:
         return self.validation_notice == "sent"
+
+    @property
+    def total_events(self) -> int:
+        """Events recorded since the case opened, those dropped from ``events`` included."""
+        return self.events_dropped + len(self.events)
+
+    def unrecorded_events(self) -> tuple[int, list[CaseEvent]]:
+        """The events the ledger does not hold yet, and the sequence number of the first."""
+        first = max(self.ledger_seq, self.events_dropped)
+        return first, self.events[first - self.events_dropped:]
 
     def deferral(self, key: str) -> Deferral | None:
         return next((d for d in self.deferred if d.key == key), None)
@@ -274,6 +287,17 @@ class CaseState(BaseModel):
                 self.record(now, "call_task_expired", "info", task_id=task.task_id,
                             reason="a newer call task replaced it before an outcome was reported")
         self.calls.append(CallTask(task_id=task_id, created_at=now))
+
+    def provider_refused(self, channel: Channel, refusal: str, now: datetime) -> None:
+        """A provider's word for good: the borrower opted out of this channel with it, or the phone
+        number does not exist. Either stops that channel (and a dead number stops calls too)."""
+        if refusal == "OptedOut" and channel not in self.ceased:
+            self.ceased = sorted({*self.ceased, channel})
+            self.record(now, "opt_out_at_provider", "info", channel=channel.value,
+                        reason=f"the {channel.value} provider reports the borrower opted out")
+        elif refusal == "InvalidPhoneNumber" and not self.phone_invalid:
+            self.phone_invalid = True
+            self.record(now, "phone_invalid", "info", reason="the SMS provider reports the number invalid")
 
     def withdraw_call_tasks(self, now: datetime) -> None:
         """No call task stays open while the case is on hold, calls were ceased or the number is wrong."""

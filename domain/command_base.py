@@ -31,6 +31,8 @@ Name = Field(min_length=1, max_length=64)
 class Command(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
     name: ClassVar[str]
+    # Who sent the command (an agent or operator id, never a borrower's name): the audit trail's "who".
+    by: str | None = Field(None, min_length=1, max_length=64)
 
     def check(self, case: CaseState, strategy: Strategy, now: datetime) -> None:
         """Raise :class:`Rejected` when the command does not fit the case as it stands."""
@@ -39,4 +41,4 @@ class Command(BaseModel):
         raise NotImplementedError
 
     def audit(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_none=True)
+        return self.model_dump(mode="json", exclude_none=True, exclude={"by"})

@@ -207,20 +207,25 @@ class CallOutcome(Command):
     outcome: str
     note: str | None = Field(default=None, max_length=500)
     agent: str | None = Field(default=None, max_length=64)
+    # The call task reported on (its work item); without it, the open task.
+    task_id: str | None = Field(default=None, max_length=200)
 
     def check(self, case, strategy, now):
         if self.outcome not in CALL_OUTCOMES:
             raise Rejected("outcome", f"{self.outcome!r} is not one of {', '.join(CALL_OUTCOMES)}")
         if not any(task.outcome is None for task in case.calls):
             raise Rejected("", "no call task is open for this case")
+        if self.task_id is not None and not any(t.task_id == self.task_id and t.outcome is None for t in case.calls):
+            raise Rejected("task_id", f"call task {self.task_id} is no longer open (withdrawn, expired or reported)")
 
     def apply(self, case, strategy, now):
-        task = next(task for task in case.calls if task.outcome is None)
+        task = next(task for task in case.calls if task.outcome is None
+                    and self.task_id in (None, task.task_id))
         task.outcome = self.outcome
         case.call_answered(self.outcome)
         if self.outcome == "wrong_number":
             case.phone_invalid = True
-        case.record(now, self.name, "accepted", task_id=task.task_id, **self.audit())
+        case.record(now, self.name, "accepted", **{**self.audit(), "task_id": task.task_id})
         if self.outcome in strategy.stages[case.stage].exit_on:
             case.exit_requested = f"call outcome {self.outcome}"
 
@@ -373,6 +378,23 @@ def handle(name: str, payload: Any, case: CaseState, strategy: Strategy, now: da
         command = parse(name, payload, case, strategy, now)
     except Rejected as err:
         case.record(now, name, "rejected", reason=str(err))
+        _signed(case, case.total_events - 1, _claimed_actor(payload))
         return False
+    before = case.total_events
     command.apply(case, strategy, now)
+    _signed(case, before, command.by)
     return True
+
+
+def _claimed_actor(payload: Any) -> str | None:
+    """The ``by`` of a refused payload, when it is a plausible id (it was not validated)."""
+    by = payload.get("by") if isinstance(payload, dict) else None
+    return by.strip()[:64] or None if isinstance(by, str) else None
+
+
+def _signed(case: CaseState, since: int, actor: str | None) -> None:
+    """Name who sent the command on the events it caused (counted from ``since``)."""
+    if actor is None:
+        return
+    for event in case.events[max(0, since - case.events_dropped):]:
+        event.actor = actor

@@ -51,7 +51,7 @@ class Category(_Model):
 
 
 class Sender(_Model):
-    placeholder: str = "$lender"
+    placeholder: str = "{{ lender }}"
 
 
 class Finding(_Model):
@@ -105,4 +105,9 @@ class Wording(_Model):
         return any(re.search(p, text, re.IGNORECASE) for p in patterns)
 
     def names_sender(self, text: str) -> bool:
-        return self.sender.placeholder in text
+        # `{{ lender }}` and `{{lender}}` are the same placeholder to Jinja2.
+        return _unspaced(self.sender.placeholder) in _unspaced(text)
+
+
+def _unspaced(text: str) -> str:
+    return re.sub(r"\s+", "", text)

@@ -82,14 +82,16 @@ def load_wording(path: Path = WORDING_FILE) -> Wording:
 
 
 def lint_templates(book: TemplateBook, wording: Wording | None = None) -> list[str]:
-    """Every template in every language that threatens, impersonates, shames or abuses, or does
-    not name the sender: one line per problem, naming the file. Empty when all may be sent."""
+    """Every template in every language that does not render (syntax, unknown placeholder), threatens,
+    impersonates, shames or abuses, or does not name the sender: one line per problem, naming the
+    file. Empty when all may be sent."""
     wording = wording or load_wording()
     problems = []
     for language in book.languages():
         for name in sorted(book.names(language)):
             where = f"templates/{language}/{name}.txt"
             text = book.source(name, language)
+            problems += [f"{where}: {problem}" for problem in book.problems(name, language)]
             problems += [f"{where}: {finding}" for finding in wording.findings(text, language)]
             if not wording.names_sender(text):
                 problems.append(f"{where}: does not identify the sender ({wording.sender.placeholder})")

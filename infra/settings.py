@@ -28,6 +28,7 @@ class Settings:
     lender: str = "Arrears Demo Bank"
     contact_point: str = "+1 555 0100"
     email_from: str = "collections@arrears.example"
+    sms_from: str = "ARREARS"
     field_agents: list[str] = field(default_factory=lambda: [f"field-{n:02d}" for n in range(1, 7)])
     root: Path = field(default_factory=project_root)
 
@@ -47,6 +48,7 @@ class Settings:
             lender=env.get("ARREARS_LENDER_NAME", cls.lender),
             contact_point=env.get("ARREARS_CONTACT_POINT", cls.contact_point),
             email_from=env.get("ARREARS_EMAIL_FROM", cls.email_from),
+            sms_from=env.get("ARREARS_SMS_FROM", cls.sms_from),
             **({"field_agents": [a.strip() for a in agents.split(",") if a.strip()]} if agents else {}),
         )
 

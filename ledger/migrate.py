@@ -6,6 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -21,6 +22,9 @@ def config(url: str | None = None) -> Config:
 
 def upgrade_connection(connection: Connection, revision: str = "head") -> None:
     """Upgrade through an open (sync-facing) connection: used from async code via ``run_sync``."""
+    if connection.dialect.name == "postgresql":
+        # One migration at a time across workers; held until this transaction ends.
+        connection.execute(text("SELECT pg_advisory_xact_lock(hashtext('arrears-ledger-migrate'))"))
     cfg = config()
     cfg.attributes["connection"] = connection
     command.upgrade(cfg, revision)

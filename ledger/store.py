@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -100,14 +103,24 @@ class Ledger:
         return (postgresql.insert(table) if self.dialect == "postgresql" else sqlite.insert(table))
 
     async def migrate(self) -> None:
-        """Bring the schema to the newest migration (Alembic), creating the SQLite folder first."""
+        """Bring the schema to the newest migration (Alembic), creating the SQLite folder first.
+
+        Safe when several workers (and the agent command) start at once: PostgreSQL serialises the
+        migration on an advisory lock, SQLite on a lock file beside the database."""
         from ledger.migrate import upgrade_connection
 
         database = self.engine.url.database
         if self.dialect == "sqlite" and database and database != ":memory:":
-            from pathlib import Path
-
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            lock = Path(database).with_name(Path(database).name + ".migrate-lock")
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            with lock.open("a") as handle:
+                await asyncio.to_thread(fcntl.flock, handle, fcntl.LOCK_EX)
+                try:
+                    async with self.engine.begin() as connection:
+                        await connection.run_sync(upgrade_connection)
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+            return
         async with self.engine.begin() as connection:
             await connection.run_sync(upgrade_connection)
 
@@ -203,6 +216,13 @@ class Ledger:
             query = query.where(work_items.c.assigned_to.contains(assigned_to))
         async with self.engine.connect() as connection:
             return [_work(row) for row in await connection.execute(query)]
+
+    async def work_item(self, key: str) -> WorkItemRow:
+        async with self.engine.connect() as connection:
+            row = (await connection.execute(select(work_items).where(work_items.c.item_key == key))).one_or_none()
+        if row is None:
+            raise LedgerError(f"work item {key!r}: no such item")
+        return _work(row)
 
     async def complete_work(self, key: str, *, outcome: str, reported_by: str, state: str = "done") -> WorkItemRow:
         """Close an open item with its outcome. Closing it again with the same outcome is a no-op;

@@ -103,7 +103,7 @@ async def worker(env: WorkflowEnvironment, data_dir: Path) -> AsyncIterator[Work
             running.ledger = activities.ledger  # type: ignore[attr-defined] - for tests that read it
             yield running
     finally:
-        await activities.ledger.close()
+        await activities.aclose()
 
 
 async def start_case(client: Client, worker: Worker, loan: Loan | None = None,

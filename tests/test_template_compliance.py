@@ -139,7 +139,7 @@ def test_opt_out_phrasing_is_recognised_per_language():
 def test_a_threatening_template_is_named_by_the_lint(tmp_path):
     root = _copy_tree(tmp_path)
     (root / "templates" / "zh" / "reminder_soft.txt").write_text(
-        "【$lender】您已逾期，再不还款我们将通知您的单位。回复TD退订。", encoding="utf-8")
+        "【{{ lender }}】您已逾期，再不还款我们将通知您的单位。回复TD退订。", encoding="utf-8")
     problems = lint_templates(TemplateBook(root / "templates"), WORDING)
     assert len(problems) == 1
     assert problems[0].startswith("templates/zh/reminder_soft.txt: line 1: shaming")
@@ -148,9 +148,9 @@ def test_a_threatening_template_is_named_by_the_lint(tmp_path):
 def test_a_template_without_the_sender_is_named(tmp_path):
     root = _copy_tree(tmp_path)
     path = root / "templates" / "en" / "missed_call.txt"
-    path.write_text(path.read_text(encoding="utf-8").replace("$lender: ", ""), encoding="utf-8")
+    path.write_text(path.read_text(encoding="utf-8").replace("{{ lender }}: ", ""), encoding="utf-8")
     assert lint_templates(TemplateBook(root / "templates"), WORDING) == [
-        "templates/en/missed_call.txt: does not identify the sender ($lender)"]
+        "templates/en/missed_call.txt: does not identify the sender ({{ lender }})"]
 
 
 def test_an_sms_template_without_its_opt_out_is_refused_for_the_profiles_that_require_one(tmp_path):
@@ -202,3 +202,33 @@ def test_a_rules_file_with_a_broken_pattern_is_refused_naming_it(tmp_path):
     bad.write_text('[categories.threats]\nwhy = "x"\nen = ["(unclosed"]\n', encoding="utf-8")
     with pytest.raises(ComplianceError, match=r"categories.threats.*\(unclosed.*not a valid regular expression"):
         load_wording(bad)
+
+
+# -- templates render: Jinja2, strict -----------------------------------------------------------
+
+def test_a_template_with_an_unknown_placeholder_or_a_syntax_error_is_named(tmp_path):
+    root = _copy_tree(tmp_path)
+    (root / "templates" / "en" / "missed_call.txt").write_text(
+        "{{ lender }}: we tried to call you about {{ balance }}. Reply STOP to opt out.\n", encoding="utf-8")
+    (root / "templates" / "zh" / "missed_call.txt").write_text(
+        "【{{ lender }}】{% if days_past_due %}您已逾期。回复TD退订。\n", encoding="utf-8")
+    problems = lint_templates(TemplateBook(root / "templates"), WORDING)
+    assert problems[0] == "templates/en/missed_call.txt: unknown placeholder {{ balance }}"
+    assert problems[1].startswith("templates/zh/missed_call.txt: line 1: Unexpected end of template")
+
+
+def test_every_value_a_template_may_use_is_given_when_a_message_is_sent():
+    from activities.channels import Sender, _values
+    from activities.models import CaseFacts
+    from activities.templates import VARIABLES
+    from tests.conftest import make_loan
+
+    facts = CaseFacts(stage="reminder", days_past_due=3, amount_past_due="10.00", outstanding="100.00")
+    assert set(_values(make_loan(), facts, Sender("Bank", "+1 555", "c@bank.example"))) == VARIABLES
+
+
+def test_a_value_missing_at_render_time_is_an_error_not_a_gap():
+    import jinja2
+
+    with pytest.raises(jinja2.UndefinedError, match="amount_past_due"):
+        TEMPLATES.render("reminder_soft", "US", {"lender": "Bank", "loan_tail": "1234", "product": "card"})

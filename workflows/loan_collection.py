@@ -17,7 +17,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.channels import CollectionActivities
-    from activities.models import CaseFacts, ContactRequest, ProfileRequest, WorkItemRequest
+    from activities.models import CaseEventsRequest, CaseFacts, ContactRequest, ProfileRequest, WorkItemRequest
     from domain.case import CaseState, open_case, tick
     from domain.commands import handle, validate
     from domain.errors import Rejected
@@ -32,12 +32,17 @@ with workflow.unsafe.imports_passed_through():
 # Cases started before this change replay without compliance checks; from the first new workflow
 # task on (a new case, or an old one's next run after continue-as-new) every contact is checked.
 COMPLIANCE_PATCH = "compliance-checks"
+# Cases started before the ledger's audit trail replay without writing it; from their next new
+# workflow task on, every event is appended to the ledger before the case waits or closes.
+LEDGER_PATCH = "ledger-events"
 
 _MESSAGES = {
     Channel.SMS: CollectionActivities.send_sms,
     Channel.EMAIL: CollectionActivities.send_email,
     Channel.LETTER: CollectionActivities.issue_letter,
 }
+# A provider's refusals that change what the case may do next (raised by the channel adapters).
+PROVIDER_REFUSALS = ("OptedOut", "InvalidPhoneNumber")
 _RETRY = {Channel.SMS: CONTACT_RETRY, Channel.EMAIL: CONTACT_RETRY}
 _WORK = {
     Channel.CALL: CollectionActivities.create_call_task,
@@ -152,15 +157,18 @@ class LoanCollectionWorkflow:
             elif isinstance(step, Act):
                 await self._act(step)
             elif isinstance(step, Wait):
+                version = self._version  # a command arriving while the ledger is written ends the wait
+                await self._keep_record()
                 if self._should_continue_as_new():
                     await workflow.wait_condition(workflow.all_handlers_finished)
                     workflow.continue_as_new(CaseInput(loan=input.loan, strategy=strategy, state=case,
                                                        history_limit=input.history_limit,
                                                        compliance=case.compliance))
-                await self._wait(step)
+                await self._wait(step, version)
         self._visits.leave_stage()
         await workflow.wait_condition(workflow.all_handlers_finished)
         self._publish()
+        await self._keep_record()
         workflow.logger.info("case closed", extra={"loan_id": case.loan_id, "outcome": str(case.outcome)})
         return self._status()
 
@@ -176,8 +184,21 @@ class LoanCollectionWorkflow:
                 start_to_close_timeout=ACTIVITY_TIMEOUT)
         self._case.apply_compliance(profile, input.loan.timezone, input.loan.vulnerable, workflow.now())
 
-    async def _wait(self, step: Wait) -> None:
-        version = self._version
+    async def _keep_record(self) -> None:
+        """Append the events the ledger does not hold yet: the audit trail outlives the history."""
+        case = self._case
+        first, fresh = case.unrecorded_events()
+        if not fresh or not workflow.patched(LEDGER_PATCH):
+            return
+        upto = first + len(fresh)
+        await workflow.execute_activity_method(
+            CollectionActivities.record_case_events,
+            CaseEventsRequest(loan_id=case.loan_id, jurisdiction=self._input.loan.jurisdiction,
+                              workflow_id=workflow.info().workflow_id, first_seq=first, events=list(fresh)),
+            start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=ESSENTIAL_RETRY, summary="ledger")
+        case.ledger_seq = max(case.ledger_seq, upto)
+
+    async def _wait(self, step: Wait, version: int) -> None:
         timeout = None
         if step.until is not None:
             timeout = max(step.until - workflow.now(), timedelta(seconds=1))
@@ -219,6 +240,8 @@ class LoanCollectionWorkflow:
         except ActivityError as err:
             case.record(workflow.now(), f"{step.channel.value}_failed", "failed", reason=str(err.cause or err),
                         idempotency_key=key)
+            if isinstance(err.cause, ApplicationError) and err.cause.type in PROVIDER_REFUSALS:
+                case.provider_refused(step.channel, err.cause.type, workflow.now())
             mark_done(case, step.key, sent=False)
             return
         mark_done(case, step.key)

@@ -142,6 +142,19 @@ async def compliance_resolved_by_worker(env: WorkflowEnvironment, queue: str) ->
     return handle
 
 
+async def ledger_trail(env: WorkflowEnvironment, queue: str) -> WorkflowHandle:
+    """Events appended to the ledger before each wait, signed commands, across a continue-as-new."""
+    handle = await _start(env.client, queue, "REPLAY-LEDGER", history_limit=60)
+    await handle.execute_update("assign", {"agent": "agent-1", "by": "sup-7"})
+    await handle.signal("hold", {"reason": "complaint", "by": "sup-7"})
+    await env.sleep(timedelta(days=2))
+    await handle.execute_update("release", {"by": "sup-7"})
+    await env.sleep(timedelta(days=30))
+    await handle.execute_update("close", {"outcome": "written_off", "note": "uneconomic", "by": "sup-7"})
+    await handle.result()
+    return handle
+
+
 SCENARIOS: dict[str, Callable[[WorkflowEnvironment, str], Awaitable[WorkflowHandle]]] = {
     "untouched_default_ladder": untouched_default_ladder,
     "operator_commands": operator_commands,
@@ -151,6 +164,7 @@ SCENARIOS: dict[str, Callable[[WorkflowEnvironment, str], Awaitable[WorkflowHand
     "continue_as_new": continue_as_new,
     "compliance_checks": compliance_checks,
     "compliance_resolved_by_worker": compliance_resolved_by_worker,
+    "ledger_trail": ledger_trail,
 }
 
 

@@ -1,0 +1,236 @@
+"""E-mail over SMTP against a real SMTP server (aiosmtpd): what arrives, in which language, once;
+deferrals retried, refusals recorded for good; and a case on the time-skipping server mailing through it."""
+
+from __future__ import annotations
+
+import email
+import socket
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from email import policy
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+from temporalio.exceptions import ApplicationError
+
+from activities.channels import CollectionActivities
+from activities.models import CaseFacts, ContactRequest
+from activities.smtp import mailer_from_url
+from infra.settings import Settings
+from tests.conftest import events, make_loan, start_case, status
+from worker import build_activities, build_worker
+
+FACTS = CaseFacts(stage="reminder", days_past_due=12, amount_past_due="450.00", outstanding="5000.00")
+
+
+@dataclass
+class Mailbox:
+    """An aiosmtpd handler that keeps what arrives and can refuse or defer on request."""
+
+    messages: list[EmailMessage] = field(default_factory=list)
+    envelopes: list[tuple[str, list[str]]] = field(default_factory=list)
+    refuse: set[str] = field(default_factory=set)
+    defer: int = 0
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802 - aiosmtpd hook
+        if address in self.refuse:
+            return "550 5.1.1 mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd hook
+        if self.defer:
+            self.defer -= 1
+            return "451 4.3.0 try again later"
+        self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+        self.messages.append(email.message_from_bytes(envelope.content, policy=policy.default))
+        return f"250 OK queued as Q{len(self.messages)}"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _serve(mailbox: Mailbox, **options) -> Iterator[str]:
+    port = _free_port()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port, **options)
+    controller.start()
+    try:
+        yield f"smtp://127.0.0.1:{port}"
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def mailbox() -> Mailbox:
+    return Mailbox()
+
+
+@pytest.fixture
+def smtp_url(mailbox: Mailbox) -> Iterator[str]:
+    yield from _serve(mailbox)
+
+
+@pytest.fixture
+async def mailing(smtp_url: str, data_dir: Path):
+    activities = build_activities(Settings(data_dir=data_dir, smtp_url=smtp_url))
+    try:
+        yield activities
+    finally:
+        await activities.ledger.close()
+
+
+def _request(template: str = "reminder_soft", **loan) -> ContactRequest:
+    return ContactRequest(idempotency_key=f"{uuid.uuid4().hex[:8]}/00001/reminder/email", loan=make_loan(**loan),
+                          template=template, facts=FACTS)
+
+
+async def _attempt(activities: CollectionActivities, key: str) -> dict:
+    [attempt] = [a for a in await activities.ledger.attempts() if a["idempotency_key"] == key]
+    return attempt
+
+
+# -- delivery ----------------------------------------------------------------------------------
+
+async def test_an_email_arrives_over_smtp_with_the_sender_the_amount_and_the_opt_out(mailing, mailbox, data_dir):
+    request = _request("repayment_options")
+    receipt = await mailing.send_email(request)
+    [message] = mailbox.messages
+    assert mailbox.envelopes == [("collections@arrears.example", ["ada@example.com"])]
+    assert message["To"] == "ada@example.com" and message["Message-ID"] == f"<{receipt.message_id}@arrears>"
+    assert message["X-Arrears-Idempotency-Key"] == request.idempotency_key
+    body = message.get_content()
+    assert "Arrears Demo Bank" in body and "USD 450.00" in body and "UNSUBSCRIBE" in body
+    # The copy kept under the key is the message that went out.
+    kept = email.message_from_bytes(Path(receipt.location).read_bytes(), policy=policy.default)
+    assert kept["Message-ID"] == message["Message-ID"] and kept.get_content().replace("\r\n", "\n") == body.replace("\r\n", "\n")
+    attempt = await _attempt(mailing, request.idempotency_key)
+    assert (attempt["state"], attempt["tries"], attempt["channel"]) == ("sent", 1, "email")
+
+
+async def test_a_chinese_borrower_gets_the_chinese_template_intact(mailing, mailbox):
+    await mailing.send_email(_request("repayment_options", jurisdiction="CN", currency="CNY",
+                                      timezone="Asia/Shanghai", phone="+8613800138000"))
+    [message] = mailbox.messages
+    assert "逾期" in message["Subject"] or "账户" in message["Subject"]
+    body = message.get_content()
+    assert "退订" in body and "CNY 450.00" in body and "Arrears Demo Bank" in body
+
+
+async def test_a_retried_email_activity_does_not_mail_the_borrower_again(mailing, mailbox):
+    request = _request()
+    first = await mailing.send_email(request)
+    again = await mailing.send_email(request)
+    assert len(mailbox.messages) == 1
+    assert again.message_id == first.message_id and again.location == first.location
+    assert (await _attempt(mailing, request.idempotency_key))["tries"] == 1
+
+
+async def test_a_server_that_says_try_later_is_retried_and_the_message_arrives_once(mailing, mailbox):
+    mailbox.defer = 1
+    request = _request()
+    with pytest.raises(ApplicationError) as deferred:
+        await mailing.send_email(request)
+    assert deferred.value.type == "SmtpUnavailable" and not deferred.value.non_retryable
+    assert "451" in deferred.value.message
+    assert (await _attempt(mailing, request.idempotency_key))["state"] == "sending"
+    await mailing.send_email(request)  # Temporal's retry
+    assert len(mailbox.messages) == 1
+    attempt = await _attempt(mailing, request.idempotency_key)
+    assert (attempt["state"], attempt["tries"]) == ("sent", 2)
+
+
+async def test_a_refused_address_fails_for_good_is_recorded_and_is_not_named_in_the_error(mailing, mailbox):
+    mailbox.refuse.add("gone@example.com")
+    request = _request(email="gone@example.com")
+    with pytest.raises(ApplicationError) as refused:
+        await mailing.send_email(request)
+    assert refused.value.type == "EmailRejected" and refused.value.non_retryable
+    assert "550" in refused.value.message and "gone@example.com" not in refused.value.message
+    attempt = await _attempt(mailing, request.idempotency_key)
+    assert attempt["state"] == "failed" and attempt["reason"].startswith("EmailRejected")
+    assert mailbox.messages == []
+
+
+async def test_a_server_that_is_down_is_a_retryable_failure(data_dir):
+    activities = build_activities(Settings(data_dir=data_dir, smtp_url=f"smtp://127.0.0.1:{_free_port()}"))
+    try:
+        with pytest.raises(ApplicationError) as down:
+            await activities.send_email(_request())
+    finally:
+        await activities.ledger.close()
+    assert down.value.type == "SmtpUnavailable" and not down.value.non_retryable
+    assert "smtp://127.0.0.1" in down.value.message
+
+
+class _Accounts:
+    def __call__(self, server, session, envelope, mechanism, auth_data):
+        ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) in {
+            (b"arrears", b"s3cret"), ("arrears", "s3cret")}
+        return AuthResult(success=ok, handled=False)  # not handled: the server answers 535 itself
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+@pytest.mark.parametrize(("password", "delivered"), [("s3cret", 1), ("wrong", 0)])
+async def test_the_mailer_logs_in_with_the_credentials_in_the_url(mailbox, data_dir, password, delivered):
+    for url in _serve(mailbox, authenticator=_Accounts(), auth_required=True, auth_require_tls=False):
+        settings = Settings(data_dir=data_dir, smtp_url=url.replace("smtp://", f"smtp://arrears:{password}@"))
+        activities = build_activities(settings)
+        try:
+            if delivered:
+                await activities.send_email(_request())
+            else:
+                with pytest.raises(ApplicationError, match="refused the login .*ARREARS_SMTP_URL") as refused:
+                    await activities.send_email(_request())
+                assert not refused.value.non_retryable and password not in refused.value.message
+        finally:
+            await activities.ledger.close()
+    assert len(mailbox.messages) == delivered
+
+
+@pytest.mark.parametrize(("url", "reason"), [
+    ("http://mail.example", "scheme must be smtp or smtps"),
+    ("smtp://", "no host"),
+    ("smtp://mail.example:port", "Port could not be cast"),
+    ("smtp://mail.example?starttls=maybe", "starttls must be one of auto, required, off"),
+])
+def test_a_bad_smtp_url_names_the_setting_and_the_reason(url, reason):
+    with pytest.raises(ValueError, match=f"ARREARS_SMTP_URL: .*{reason}"):
+        mailer_from_url(url)
+
+
+def test_smtp_urls_as_users_write_them():
+    assert mailer_from_url(None) is None and mailer_from_url("") is None
+    plain = mailer_from_url("smtp://mail.example")
+    assert (plain.port, plain.implicit_tls, plain.starttls, plain.username) == (25, False, "auto", None)
+    tls = mailer_from_url("smtps://bank%40mail:p%2Fw@mail.example")
+    assert (tls.port, tls.implicit_tls, tls.username, tls.password) == (465, True, "bank@mail", "p/w")
+    assert tls.address == "smtps://mail.example:465"
+    assert mailer_from_url("smtp://mail.example:587?starttls=required").starttls == "required"
+
+
+# -- a case mails through the server -------------------------------------------------------------
+
+async def test_a_case_on_the_time_skipping_server_mails_the_borrower_through_smtp(env, smtp_url, mailbox, data_dir):
+    settings = Settings(data_dir=data_dir, smtp_url=smtp_url)
+    activities = build_activities(settings)
+    try:
+        async with build_worker(env.client, settings, task_queue=f"tq-{uuid.uuid4().hex}",
+                                activities=activities) as worker:
+            handle = await start_case(env.client, worker)
+            await env.sleep(timedelta(days=3))
+            state = await status(handle)
+        ledger_emails = [a for a in await activities.ledger.attempts() if a["channel"] == "email"]
+    finally:
+        await activities.ledger.close()
+    sent = events(state, "email_sent", "sent")
+    assert len(sent) >= 1 and len(mailbox.messages) == len(sent) == len(ledger_emails)
+    assert {m["X-Arrears-Idempotency-Key"] for m in mailbox.messages} == {a["idempotency_key"] for a in ledger_emails}
+    assert all(a["state"] == "sent" for a in ledger_emails)
