@@ -18,6 +18,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.channels import CollectionActivities, Sender
+from activities.letters import prepare_fonts
 from activities.outbox import FileOutbox
 from activities.sms_provider import sms_provider_from_url
 from activities.smtp import mailer_from_url
@@ -46,6 +47,7 @@ def build_activities(settings: Settings, ledger: Ledger | None = None) -> Collec
         sender=Sender(lender=settings.lender, contact_point=settings.contact_point, email_from=settings.email_from,
                       sms_from=settings.sms_from),
         field_agents=settings.field_agents,
+        fonts_dir=settings.fonts_dir,
         mailer=mailer_from_url(settings.smtp_url),
         # Inside the activity's 30 s: 3 tries of at most 5 s, 4 s apart at most; then Temporal retries.
         sms=sms_provider_from_url(settings.sms_url, timeout=5.0, attempts=3, max_backoff=4.0),
@@ -85,6 +87,9 @@ async def main() -> None:
         log.error("ledger unavailable", setting="ARREARS_DATABASE_URL", database=safe_url(settings.ledger_url),
                   error=str(err).splitlines()[0] if str(err) else type(err).__name__)
         raise SystemExit(2) from None
+    # Once per machine (about 30 s): static CJK fonts for letters, cut from the variable font package.
+    log.info("fonts for letters", fonts_dir=str(settings.fonts_dir))
+    await asyncio.to_thread(prepare_fonts, settings.fonts_dir)
     client = await connect(settings)
     added = await ensure_search_attributes(client)
     log.info("search attributes ready", added=added, namespace=settings.temporal_namespace)

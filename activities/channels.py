@@ -16,6 +16,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from email.message import EmailMessage
 from email.utils import formatdate
+from pathlib import Path
 
 import structlog
 from temporalio import activity
@@ -25,10 +26,11 @@ from activities.models import (
     CaseEventsRequest, CaseFacts, ContactReceipt, ContactRequest, ProfileRequest, VisitPlanned, VisitRequest, WorkItem,
     WorkItemRequest,
 )
+from activities.letters import LetterDocument, MissingGlyphs, render_pdf
 from activities.outbox import FileOutbox, safe_name
 from activities.sms_provider import HttpSmsProvider
 from activities.smtp import SmtpMailer
-from activities.templates import TemplateBook
+from activities.templates import TemplateBook, language_for
 from domain.compliance import Profile
 from domain.loan import Loan
 from domain.money import format_money
@@ -93,9 +95,10 @@ class CollectionActivities:
     idempotency key) turns into the same single message."""
 
     def __init__(self, ledger: Ledger, outbox: FileOutbox, templates: TemplateBook, sender: Sender,
-                 field_agents: list[str], *, mailer: SmtpMailer | None = None,
+                 field_agents: list[str], *, fonts_dir: Path, mailer: SmtpMailer | None = None,
                  sms: HttpSmsProvider | None = None) -> None:
         self.ledger = ledger
+        self.fonts_dir = fonts_dir
         self.mailer = mailer
         self.sms = sms
         self.outbox = outbox
@@ -122,6 +125,7 @@ class CollectionActivities:
 
     async def _once(self, channel: str, request: ContactRequest,
                     send: Callable[[], Awaitable[ContactReceipt]]) -> ContactReceipt:
+        await self._record(request.trail)
         ledger = await self._ledger()
         key, loan = request.idempotency_key, request.loan
         attempt = await ledger.claim(key, loan_id=loan.loan_id, jurisdiction=loan.jurisdiction, channel=channel,
@@ -198,12 +202,20 @@ class CollectionActivities:
         return await self._once("letter", request, lambda: self._letter(request))
 
     async def _letter(self, request: ContactRequest) -> ContactReceipt:
-        text = self.templates.render(request.template, request.loan.jurisdiction,
-                                     _values(request.loan, request.facts, self.sender))
-        header = f"To: {request.loan.borrower_name}\n{request.loan.address}\n\n"
-        title = f"{text.subject}\n\n" if text.subject else ""
-        path, created = self.outbox.write_once("letters", request.idempotency_key, ".txt",
-                                               (header + title + text.body).encode("utf-8"))
+        """The letter as a PDF under ``letters/``: itemised amounts, the borrower's rights, how to
+        dispute, a contact point; in the loan's language. Referenced by path and hash, never by content."""
+        values = _values(request.loan, request.facts, self.sender)
+        text = self.templates.render(request.template, request.loan.jurisdiction, values)
+        document = LetterDocument(
+            language=language_for(request.loan.jurisdiction), title=text.subject or "", sender=self.sender.lender,
+            recipient=[request.loan.borrower_name, request.loan.address], date=values["today"],
+            reference=f"{request.loan.loan_id} · {request.idempotency_key.rsplit('/', 3)[-3]}", body=text.body)
+        try:
+            pdf = await asyncio.to_thread(render_pdf, document, fonts_dir=self.fonts_dir)
+        except MissingGlyphs as err:  # the text cannot be set in the font: a retry would not change that
+            raise ApplicationError(f"letter {request.template}: {err}", type="LetterUnprintable",
+                                   non_retryable=True) from None
+        path, created = self.outbox.write_once("letters", request.idempotency_key, ".pdf", pdf)
         self._logged("letter_issued", request.idempotency_key, request.loan, created, template=request.template)
         return ContactReceipt(idempotency_key=request.idempotency_key, channel="letter",
                               message_id=_message_id(request.idempotency_key), location=str(path),
@@ -217,6 +229,7 @@ class CollectionActivities:
                 "jurisdiction": request.loan.jurisdiction, "note": request.note,
                 "facts": request.facts.model_dump(mode="json"), "assigned_to": assigned_to, **fields}
         payload = json.loads(json.dumps(item, ensure_ascii=False, default=str))
+        await self._record(request.trail)
         ledger = await self._ledger()
         _, created = await ledger.add_work(request.idempotency_key, loan_id=request.loan.loan_id,
                                            workflow_id=case_workflow_id(request.loan.loan_id), queue=queue,
@@ -258,6 +271,11 @@ class CollectionActivities:
     @activity.defn(name="record_case_events")
     async def record_case_events(self, request: CaseEventsRequest) -> int:
         """Append what happened to the case to the ledger's audit trail; a retry adds nothing twice."""
+        return await self._record(request)
+
+    async def _record(self, request: CaseEventsRequest | None) -> int:
+        if request is None:
+            return 0
         ledger = await self._ledger()
         rows = [dict(seq=request.first_seq + n, at=e.at, kind=e.kind, status=e.status, reason=e.reason,
                      actor=e.actor, detail=e.model_dump(mode="json")["detail"]) for n, e in enumerate(request.events)]

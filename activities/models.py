@@ -26,6 +26,16 @@ class CaseFacts(BaseModel):
     agent: str | None = None
 
 
+class CaseEventsRequest(BaseModel):
+    """Append a case's events to the ledger's audit trail, numbered from ``first_seq``."""
+
+    loan_id: str
+    jurisdiction: str
+    workflow_id: str
+    first_seq: int
+    events: list[CaseEvent]
+
+
 class ContactRequest(BaseModel):
     """Send one message or document to the borrower (SMS, e-mail, letter)."""
 
@@ -33,6 +43,7 @@ class ContactRequest(BaseModel):
     loan: Loan
     template: str
     facts: CaseFacts
+    trail: CaseEventsRequest | None = None  # events for the ledger, riding along
 
 
 class ContactReceipt(BaseModel):
@@ -50,6 +61,7 @@ class WorkItemRequest(BaseModel):
     loan: Loan
     facts: CaseFacts
     note: str | None = None
+    trail: CaseEventsRequest | None = None  # events for the ledger, riding along
 
 
 class WorkItem(BaseModel):
@@ -81,12 +93,3 @@ class ProfileRequest(BaseModel):
     loan: Loan
     strategy: Strategy
 
-
-class CaseEventsRequest(BaseModel):
-    """Append a case's events to the ledger's audit trail, numbered from ``first_seq``."""
-
-    loan_id: str
-    jurisdiction: str
-    workflow_id: str
-    first_seq: int
-    events: list[CaseEvent]

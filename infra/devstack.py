@@ -72,7 +72,8 @@ def banner(example_loan: str) -> str:
 
   Temporal UI     http://localhost:{UI_PORT}/namespaces/default/workflows
                   filter:  CollectionStage = "contact"     or   CollectionPaused = true
-  Logs            .data/worker.log  .data/server.log     Outbox: .data/outbox/  Queues: .data/queues/  Letters: .data/letters/
+  Logs            .data/worker.log  .data/server.log     Outbox: .data/outbox/  Queues: .data/queues/  Letters (PDF): .data/letters/
+  Case ledger     .data/arrears.db (every attempt, the audit trail, work queues; ARREARS_DATABASE_URL for PostgreSQL)
 
   Try, in another terminal (the temporal CLI is .venv/bin/temporal):
     .venv/bin/temporal workflow query  --workflow-id {wid} --type status
@@ -82,6 +83,7 @@ def banner(example_loan: str) -> str:
     .venv/bin/temporal workflow signal --workflow-id {wid} --name payment_received \\
         --input '{{"amount": "50.00", "reference": "PAY-0001"}}'
     .venv/bin/temporal workflow list --query 'CollectionStage="litigation"'
+    .venv/bin/python agent.py list calls          # then: agent.py report ITEM no_answer --by agent-7
 
   Ctrl-C stops everything; `make run` again resumes the same cases.
 """

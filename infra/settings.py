@@ -16,6 +16,15 @@ def project_root() -> Path:
     return source if (source / "strategies").is_dir() else Path.cwd()
 
 
+def default_fonts_dir(env: dict[str, str] | None = None) -> Path:
+    """A per-user cache (like pip's): every data folder and test on the machine shares one copy."""
+    env = dict(os.environ if env is None else env)
+    if env.get("ARREARS_FONTS_DIR"):
+        return Path(env["ARREARS_FONTS_DIR"])
+    cache = Path(env["XDG_CACHE_HOME"]) if env.get("XDG_CACHE_HOME") else Path.home() / ".cache"
+    return cache / "arrears" / "fonts"
+
+
 @dataclass(frozen=True)
 class Settings:
     temporal_address: str = "localhost:7233"
@@ -31,6 +40,8 @@ class Settings:
     sms_from: str = "ARREARS"
     field_agents: list[str] = field(default_factory=lambda: [f"field-{n:02d}" for n in range(1, 7)])
     root: Path = field(default_factory=project_root)
+    # The static CJK fonts letters are set in, prepared once per machine from the font package.
+    fonts_dir: Path = field(default_factory=lambda: default_fonts_dir())
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -49,6 +60,7 @@ class Settings:
             contact_point=env.get("ARREARS_CONTACT_POINT", cls.contact_point),
             email_from=env.get("ARREARS_EMAIL_FROM", cls.email_from),
             sms_from=env.get("ARREARS_SMS_FROM", cls.sms_from),
+            fonts_dir=Path(env["ARREARS_FONTS_DIR"]) if env.get("ARREARS_FONTS_DIR") else default_fonts_dir(env),
             **({"field_agents": [a.strip() for a in agents.split(",") if a.strip()]} if agents else {}),
         )
 

@@ -19,13 +19,14 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities.letters import prepare_fonts
 from activities.templates import TemplateBook
 from domain.loan import Loan
 from domain.strategy import Strategy
 from infra.client import data_converter
 from infra.compliance import load_profiles
 from infra.search_attributes import ensure_search_attributes
-from infra.settings import Settings
+from infra.settings import Settings, default_fonts_dir
 from infra.strategies import load_strategy
 from workflows.inputs import CaseInput, case_workflow_id
 from workflows.loan_collection import LoanCollectionWorkflow
@@ -36,8 +37,8 @@ TEST_SERVER = BIN / "temporal-test-server"
 DEV_SERVER = BIN / "temporal"
 ROOT = Path(__file__).resolve().parents[1]
 
-# The `ledger` fixture (SQLite and PostgreSQL) lives with its helpers.
-pytest_plugins = ["tests.ledger_fixtures"]
+# Fixtures that live with their helpers: `ledger` (SQLite and PostgreSQL), `mailbox` and `smtp_url`.
+pytest_plugins = ["tests.ledger_fixtures", "tests.mail_server"]
 
 
 def settings_for(data_dir: Path) -> Settings:
@@ -86,6 +87,31 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
         yield environment
     finally:
         await environment.shutdown()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
+    """The Temporal dev server (end-to-end tests), one per test module."""
+    # No search attributes are registered here: worker.py must register them itself.
+    environment = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(DEV_SERVER), ui=False, data_converter=data_converter(),
+        dev_server_extra_args=["--log-level", "error"])
+    try:
+        yield environment
+    finally:
+        await environment.shutdown()
+
+
+@pytest.fixture(scope="module")
+def address(dev_server: WorkflowEnvironment) -> str:
+    return dev_server.client.service_client.config.target_host
+
+
+@pytest.fixture(scope="session", autouse=True)
+def letter_fonts() -> Path:
+    """Letters are set in fonts prepared once per machine (about 30 s the first time): do it before
+    any case issues a letter, not inside a letter activity's timeout."""
+    return prepare_fonts(default_fonts_dir())[0].parent
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ async def main(address: str, task_queue: str, data_dir: str) -> None:
     settings = Settings(temporal_address=address, data_dir=Path(data_dir))
     base = build_activities(settings)
     crashing = DiesAfterTheProvider(ledger=base.ledger, outbox=base.outbox, templates=base.templates,
-                                    sender=base.sender, field_agents=base.field_agents)
+                                    sender=base.sender, field_agents=base.field_agents, fonts_dir=base.fonts_dir)
     from infra.client import connect
 
     client = await connect(settings)

@@ -4,17 +4,12 @@ deferrals retried, refusals recorded for good; and a case on the time-skipping s
 from __future__ import annotations
 
 import email
-import socket
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import timedelta
 from email import policy
-from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from temporalio.exceptions import ApplicationError
 
@@ -23,59 +18,10 @@ from activities.models import CaseFacts, ContactRequest
 from activities.smtp import mailer_from_url
 from infra.settings import Settings
 from tests.conftest import events, make_loan, start_case, status
+from tests.mail_server import free_port, serve
 from worker import build_activities, build_worker
 
 FACTS = CaseFacts(stage="reminder", days_past_due=12, amount_past_due="450.00", outstanding="5000.00")
-
-
-@dataclass
-class Mailbox:
-    """An aiosmtpd handler that keeps what arrives and can refuse or defer on request."""
-
-    messages: list[EmailMessage] = field(default_factory=list)
-    envelopes: list[tuple[str, list[str]]] = field(default_factory=list)
-    refuse: set[str] = field(default_factory=set)
-    defer: int = 0
-
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802 - aiosmtpd hook
-        if address in self.refuse:
-            return "550 5.1.1 mailbox unavailable"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd hook
-        if self.defer:
-            self.defer -= 1
-            return "451 4.3.0 try again later"
-        self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
-        self.messages.append(email.message_from_bytes(envelope.content, policy=policy.default))
-        return f"250 OK queued as Q{len(self.messages)}"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _serve(mailbox: Mailbox, **options) -> Iterator[str]:
-    port = _free_port()
-    controller = Controller(mailbox, hostname="127.0.0.1", port=port, **options)
-    controller.start()
-    try:
-        yield f"smtp://127.0.0.1:{port}"
-    finally:
-        controller.stop()
-
-
-@pytest.fixture
-def mailbox() -> Mailbox:
-    return Mailbox()
-
-
-@pytest.fixture
-def smtp_url(mailbox: Mailbox) -> Iterator[str]:
-    yield from _serve(mailbox)
 
 
 @pytest.fixture
@@ -160,7 +106,7 @@ async def test_a_refused_address_fails_for_good_is_recorded_and_is_not_named_in_
 
 
 async def test_a_server_that_is_down_is_a_retryable_failure(data_dir):
-    activities = build_activities(Settings(data_dir=data_dir, smtp_url=f"smtp://127.0.0.1:{_free_port()}"))
+    activities = build_activities(Settings(data_dir=data_dir, smtp_url=f"smtp://127.0.0.1:{free_port()}"))
     try:
         with pytest.raises(ApplicationError) as down:
             await activities.send_email(_request())
@@ -180,7 +126,7 @@ class _Accounts:
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 @pytest.mark.parametrize(("password", "delivered"), [("s3cret", 1), ("wrong", 0)])
 async def test_the_mailer_logs_in_with_the_credentials_in_the_url(mailbox, data_dir, password, delivered):
-    for url in _serve(mailbox, authenticator=_Accounts(), auth_required=True, auth_require_tls=False):
+    for url in serve(mailbox, authenticator=_Accounts(), auth_required=True, auth_require_tls=False):
         settings = Settings(data_dir=data_dir, smtp_url=url.replace("smtp://", f"smtp://arrears:{password}@"))
         activities = build_activities(settings)
         try:

@@ -9,39 +9,19 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 from temporalio.client import Client
-from temporalio.testing import WorkflowEnvironment
 
-from infra.client import data_converter
 from tests.conftest import DEV_SERVER, ROOT
 
 pytestmark = pytest.mark.e2e
 
 HEADER = ("loan_id,borrower_name,phone,email,address,timezone,jurisdiction,currency,outstanding_amount,"
           "amount_past_due,days_past_due,product,risk_grade,branch")
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
-    # No search attributes are registered here: worker.py must register them itself.
-    environment = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=str(DEV_SERVER), ui=False, data_converter=data_converter(),
-        dev_server_extra_args=["--log-level", "error"])
-    try:
-        yield environment
-    finally:
-        await environment.shutdown()
-
-
-@pytest.fixture(scope="module")
-def address(dev_server: WorkflowEnvironment) -> str:
-    return dev_server.client.service_client.config.target_host
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from pypdf import PdfReader
 from temporalio.client import WorkflowExecutionStatus
 
 from tests.conftest import events, make_loan, stage_entries, start_case, status, strategy
@@ -49,8 +51,11 @@ async def test_an_untouched_case_walks_every_stage_of_the_default_ladder(env, wo
     assert len(list((data_dir / "queues" / "supervisor").glob("*.json"))) == 1
     handoff = json.loads(next((data_dir / "queues" / "legal").glob("*.json")).read_text())
     assert handoff["loan_id"] == state["loan_id"] and handoff["facts"]["amount_past_due"] == "450.00"
-    letter = next((data_dir / "letters").glob("*.txt")).read_text()
-    assert "USD 450.00" in letter and "dispute" in letter
+    [path] = (data_dir / "letters").glob("*.pdf")
+    letter = "\n".join(page.extract_text() for page in PdfReader(path).pages)
+    assert "USD 450.00" in letter and "dispute" in letter and "Ada Example" in letter
+    [sent_letter] = events(state, "letter_sent")
+    assert sent_letter["detail"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
 
     description = await handle.describe()
     assert description.status == WorkflowExecutionStatus.RUNNING

@@ -158,8 +158,9 @@ class LoanCollectionWorkflow:
                 await self._act(step)
             elif isinstance(step, Wait):
                 version = self._version  # a command arriving while the ledger is written ends the wait
-                await self._keep_record()
-                if self._should_continue_as_new():
+                continuing = self._should_continue_as_new()
+                await self._keep_record(all_of_it=continuing)
+                if continuing:
                     await workflow.wait_condition(workflow.all_handlers_finished)
                     workflow.continue_as_new(CaseInput(loan=input.loan, strategy=strategy, state=case,
                                                        history_limit=input.history_limit,
@@ -184,19 +185,34 @@ class LoanCollectionWorkflow:
                 start_to_close_timeout=ACTIVITY_TIMEOUT)
         self._case.apply_compliance(profile, input.loan.timezone, input.loan.vulnerable, workflow.now())
 
-    async def _keep_record(self) -> None:
-        """Append the events the ledger does not hold yet: the audit trail outlives the history."""
+    def _trail(self) -> CaseEventsRequest | None:
+        """The events the ledger does not hold yet, as a request to append them (None: nothing to add,
+        or a case from before the ledger's trail replaying its old history)."""
         case = self._case
         first, fresh = case.unrecorded_events()
         if not fresh or not workflow.patched(LEDGER_PATCH):
+            return None
+        return CaseEventsRequest(loan_id=case.loan_id, jurisdiction=self._input.loan.jurisdiction,
+                                 workflow_id=workflow.info().workflow_id, first_seq=first, events=list(fresh))
+
+    def _recorded(self, trail: CaseEventsRequest | None) -> None:
+        if trail is not None:
+            self._case.ledger_seq = max(self._case.ledger_seq, trail.first_seq + len(trail.events))
+
+    async def _keep_record(self, *, all_of_it: bool = True) -> None:
+        """Append the events the ledger does not hold yet: the audit trail outlives the history.
+
+        Events ride along with the next contact or work activity for free. Before a wait, only what
+        the ledger holds nowhere else is worth an activity of its own: a message sent or work queued
+        is already in the ledger's attempts and work items, and its event follows with the next one.
+        At the end (closing, continue-as-new) everything goes."""
+        trail = self._trail()
+        if trail is None or (not all_of_it and all(e.status == "sent" for e in trail.events)):
             return
-        upto = first + len(fresh)
         await workflow.execute_activity_method(
-            CollectionActivities.record_case_events,
-            CaseEventsRequest(loan_id=case.loan_id, jurisdiction=self._input.loan.jurisdiction,
-                              workflow_id=workflow.info().workflow_id, first_seq=first, events=list(fresh)),
+            CollectionActivities.record_case_events, trail,
             start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=ESSENTIAL_RETRY, summary="ledger")
-        case.ledger_seq = max(case.ledger_seq, upto)
+        self._recorded(trail)
 
     async def _wait(self, step: Wait, version: int) -> None:
         timeout = None
@@ -212,21 +228,25 @@ class LoanCollectionWorkflow:
         case, loan = self._case, self._input.loan
         key = case.next_key(case.stage, step.channel.value)
         facts = self._facts()
+        trail = self._trail() if step.channel in _MESSAGES or step.channel in _WORK else None
         try:
             if step.channel in _MESSAGES:
                 receipt = await workflow.execute_activity_method(
                     _MESSAGES[step.channel],
-                    ContactRequest(idempotency_key=key, loan=loan, template=step.template or "", facts=facts),
+                    ContactRequest(idempotency_key=key, loan=loan, template=step.template or "", facts=facts,
+                                   trail=trail),
                     start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=_RETRY.get(step.channel, ESSENTIAL_RETRY),
                     summary=f"{step.channel.value}: {step.template}")
+                self._recorded(trail)
                 case.record(workflow.now(), f"{step.channel.value}_sent", "sent", template=step.template,
                             message_id=receipt.message_id, idempotency_key=key, sha256=receipt.sha256)
                 case.contacted(step.channel, step.template, workflow.now())
             elif step.channel in _WORK:
                 item = await workflow.execute_activity_method(
-                    _WORK[step.channel], WorkItemRequest(idempotency_key=key, loan=loan, facts=facts),
+                    _WORK[step.channel], WorkItemRequest(idempotency_key=key, loan=loan, facts=facts, trail=trail),
                     start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=ESSENTIAL_RETRY,
                     summary=step.channel.value)
+                self._recorded(trail)
                 if step.channel is Channel.CALL:
                     case.open_call_task(item.item_id, workflow.now())
                     case.contacted(step.channel, None, workflow.now())
