@@ -28,9 +28,9 @@ from infra.compliance import load_profiles
 from infra.search_attributes import ensure_search_attributes
 from infra.settings import Settings, default_fonts_dir
 from infra.strategies import load_strategy
+from worker import build_activities, build_worker
 from workflows.inputs import CaseInput, case_workflow_id
 from workflows.loan_collection import LoanCollectionWorkflow
-from worker import build_activities, build_worker
 
 BIN = Path(sys.executable).parent
 TEST_SERVER = BIN / "temporal-test-server"
@@ -120,9 +120,15 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 @pytest_asyncio.fixture(loop_scope="module")
-async def worker(env: WorkflowEnvironment, data_dir: Path) -> AsyncIterator[Worker]:
+async def worker(env: WorkflowEnvironment, data_dir: Path, request: pytest.FixtureRequest) -> AsyncIterator[Worker]:
+    """A worker on the case ledger in SQLite under ``data_dir``; tests that read the ledger run on
+    both databases with ``@pytest.mark.parametrize("worker", BACKENDS, indirect=True)``."""
+    from tests.ledger_fixtures import drop_ledger, open_ledger  # a plugin module: imported once pytest has it
+
     settings = settings_for(data_dir)
-    activities = build_activities(settings)
+    backend = getattr(request, "param", "sqlite")
+    ledger = (await open_ledger(backend, data_dir))[0] if backend != "sqlite" else None
+    activities = build_activities(settings, ledger)
     try:
         async with build_worker(env.client, settings, task_queue=f"tq-{uuid.uuid4().hex}",
                                 activities=activities) as running:
@@ -130,6 +136,8 @@ async def worker(env: WorkflowEnvironment, data_dir: Path) -> AsyncIterator[Work
             yield running
     finally:
         await activities.aclose()
+        if ledger is not None:
+            await drop_ledger(ledger)
 
 
 async def start_case(client: Client, worker: Worker, loan: Loan | None = None,

@@ -25,12 +25,13 @@ FACTS = CaseFacts(stage="reminder", days_past_due=12, amount_past_due="450.00", 
 
 
 @pytest.fixture
-async def mailing(smtp_url: str, data_dir: Path):
-    activities = build_activities(Settings(data_dir=data_dir, smtp_url=smtp_url))
+async def mailing(smtp_url: str, data_dir: Path, ledger):
+    """The e-mail activity over SMTP, its ledger on SQLite and on PostgreSQL (the `ledger` fixture)."""
+    activities = build_activities(Settings(data_dir=data_dir, smtp_url=smtp_url), ledger)
     try:
         yield activities
     finally:
-        await activities.ledger.close()
+        await activities.aclose()
 
 
 def _request(template: str = "reminder_soft", **loan) -> ContactRequest:

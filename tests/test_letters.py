@@ -377,7 +377,7 @@ def test_recipient_lines_and_invisible_characters(fonts_dir: Path):
 
 # -- the letter activity -------------------------------------------------------------------------
 
-async def test_a_chinese_borrower_gets_a_pdf_letter_in_chinese_kept_by_path_and_hash(tmp_path: Path):
+async def test_a_chinese_borrower_gets_a_pdf_letter_in_chinese_kept_by_path_and_hash(tmp_path: Path, ledger):
     import hashlib
 
     from activities.models import CaseFacts, ContactRequest
@@ -385,7 +385,7 @@ async def test_a_chinese_borrower_gets_a_pdf_letter_in_chinese_kept_by_path_and_
     from tests.conftest import make_loan
     from worker import build_activities
 
-    activities = build_activities(Settings(data_dir=tmp_path))
+    activities = build_activities(Settings(data_dir=tmp_path), ledger)
     loan = make_loan(jurisdiction="CN", currency="CNY", timezone="Asia/Shanghai", phone="+8613800138000",
                      borrower_name="王芳", address="上海市浦东新区示例路88号")
     request = ContactRequest(idempotency_key=f"{loan.loan_id}/00007/legal_letter/letter", loan=loan,

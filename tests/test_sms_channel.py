@@ -32,8 +32,9 @@ def _settings(data_dir: Path, provider: SmsProviderStub) -> Settings:
 
 
 @pytest.fixture
-async def texting(provider, data_dir):
-    activities = build_activities(_settings(data_dir, provider))
+async def texting(provider, data_dir, ledger):
+    """The SMS activity over HTTP, its ledger on SQLite and on PostgreSQL (the `ledger` fixture)."""
+    activities = build_activities(_settings(data_dir, provider), ledger)
     activities.sms.backoff = activities.sms.max_backoff = 0.01  # keep retries fast in tests
     try:
         yield activities

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from tests.conftest import make_loan, start_case, status
+from tests.ledger_fixtures import BACKENDS
+
+# Every test here reads the ledger: on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.parametrize("worker", BACKENDS, indirect=True)
 
 
 async def _trail(worker, loan_id: str) -> list[dict]:
