@@ -56,7 +56,7 @@ def _message_id(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
-def _values(loan: Loan, facts: CaseFacts, sender: Sender) -> dict[str, str]:
+def _values(loan: Loan, facts: CaseFacts, sender: Sender, book: TemplateBook) -> dict[str, str]:
     money = {
         "amount_past_due": format_money(Decimal(facts.amount_past_due), loan.currency),
         "outstanding": format_money(Decimal(facts.outstanding), loan.currency),
@@ -68,7 +68,7 @@ def _values(loan: Loan, facts: CaseFacts, sender: Sender) -> dict[str, str]:
     return {
         "lender": sender.lender,
         "contact_point": sender.contact_point,
-        "product": loan.product.replace("_", " "),
+        "product": book.product_name(loan.product, loan.jurisdiction),
         "loan_tail": loan.loan_id[-4:],
         "days_past_due": str(facts.days_past_due),
         "promise_due_date": facts.promise_due_date or "",
@@ -155,7 +155,7 @@ class CollectionActivities:
 
     async def _sms(self, request: ContactRequest) -> ContactReceipt:
         text = self.templates.render(request.template, request.loan.jurisdiction,
-                                     _values(request.loan, request.facts, self.sender))
+                                     _values(request.loan, request.facts, self.sender, self.templates))
         message_id = _message_id(request.idempotency_key)
         record = {"message_id": message_id, "to": request.loan.phone, "template": request.template,
                   "body": text.body, "loan_id": request.loan.loan_id, "idempotency_key": request.idempotency_key}
@@ -178,7 +178,7 @@ class CollectionActivities:
 
     async def _email(self, request: ContactRequest) -> ContactReceipt:
         text = self.templates.render(request.template, request.loan.jurisdiction,
-                                     _values(request.loan, request.facts, self.sender))
+                                     _values(request.loan, request.facts, self.sender, self.templates))
         message_id = _message_id(request.idempotency_key)
         message = EmailMessage()
         message["From"] = self.sender.email_from
@@ -204,7 +204,7 @@ class CollectionActivities:
     async def _letter(self, request: ContactRequest) -> ContactReceipt:
         """The letter as a PDF under ``letters/``: itemised amounts, the borrower's rights, how to
         dispute, a contact point; in the loan's language. Referenced by path and hash, never by content."""
-        values = _values(request.loan, request.facts, self.sender)
+        values = _values(request.loan, request.facts, self.sender, self.templates)
         text = self.templates.render(request.template, request.loan.jurisdiction, values)
         document = LetterDocument(
             language=language_for(request.loan.jurisdiction), title=text.subject or "", sender=self.sender.lender,

@@ -8,6 +8,7 @@ empty gap in a letter.
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,7 @@ class TemplateBook:
     def __init__(self, root: Path) -> None:
         self.root = root
         # Plain text, not HTML: nothing to escape. Strict: a missing value fails the send.
+        self._product_names: dict[str, dict[str, str]] = {}
         self._jinja = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False,
                                          keep_trailing_newline=True)
 
@@ -53,6 +55,17 @@ class TemplateBook:
         if not path.exists():
             path = self.root / DEFAULT_LANGUAGE / f"{name}.txt"
         return path.read_text(encoding="utf-8")
+
+    def product_name(self, product: str, jurisdiction: str) -> str:
+        """The product as the borrower's language names it (``templates/<lang>/products.toml``)."""
+        names = self._products(language_for(jurisdiction))
+        return names.get(product) or product.replace("_", " ")
+
+    def _products(self, language: str) -> dict[str, str]:
+        if language not in self._product_names:
+            path = self.root / language / "products.toml"
+            self._product_names[language] = tomllib.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        return self._product_names[language]
 
     def problems(self, name: str, language: str) -> list[str]:
         """Why this template cannot be rendered: a syntax error, or a value no case provides."""

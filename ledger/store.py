@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -213,7 +213,9 @@ class Ledger:
         query = (select(work_items).where(work_items.c.queue == queue, work_items.c.state == "open")
                  .order_by(work_items.c.id).limit(limit))
         if assigned_to is not None:
-            query = query.where(work_items.c.assigned_to.contains(assigned_to))
+            # One of a comma-separated team, exactly: agent-1 is not agent-10.
+            team = literal(",") + work_items.c.assigned_to + literal(",")
+            query = query.where(team.contains(f",{assigned_to},", autoescape=True))
         async with self.engine.connect() as connection:
             return [_work(row) for row in await connection.execute(query)]
 

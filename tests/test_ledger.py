@@ -143,6 +143,8 @@ async def test_work_items_are_queued_once_pulled_by_agent_and_closed_with_an_out
     assert [w.item_key for w in await ledger.open_work("calls", assigned_to="agent-7")] == ["L-1/00002/contact/call"]
     assert await ledger.open_work("calls", assigned_to="agent-9") == []
     assert [w.loan_id for w in await ledger.open_work("visits", assigned_to="field-02")] == ["L-2"]
+    assert await ledger.open_work("visits", assigned_to="field-0") == []  # a team member, not a prefix
+    assert await ledger.open_work("calls", assigned_to="agent-%") == []
 
     done = await ledger.complete_work("L-1/00002/contact/call", outcome="no_answer", reported_by="agent-7")
     assert (done.state, done.outcome) == ("done", "no_answer")

@@ -224,7 +224,18 @@ def test_every_value_a_template_may_use_is_given_when_a_message_is_sent():
     from tests.conftest import make_loan
 
     facts = CaseFacts(stage="reminder", days_past_due=3, amount_past_due="10.00", outstanding="100.00")
-    assert set(_values(make_loan(), facts, Sender("Bank", "+1 555", "c@bank.example"))) == VARIABLES
+    assert set(_values(make_loan(), facts, Sender("Bank", "+1 555", "c@bank.example"), TEMPLATES)) == VARIABLES
+
+
+def test_products_are_named_in_the_borrowers_language():
+    assert TEMPLATES.product_name("credit_card", "CN") == "信用卡"
+    assert TEMPLATES.product_name("credit_card", "US") == "credit card"
+    assert TEMPLATES.product_name("boat_loan", "CN") == "boat loan"  # unlisted: its code
+    import csv
+
+    shipped = {row["product"] for row in csv.DictReader((ROOT / "examples" / "portfolio.csv").open())}
+    untranslated = sorted(p for p in shipped if TEMPLATES.product_name(p, "CN") == p.replace("_", " "))
+    assert untranslated == [], "every sample product has a Chinese name"
 
 
 def test_a_value_missing_at_render_time_is_an_error_not_a_gap():
