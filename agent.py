@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return asyncio.run(_main(args))
-    except (LedgerError, RPCError, OSError) as err:
+    except (LedgerError, RPCError, OSError, ValueError) as err:
         print(f"agent: {err}", file=sys.stderr)
         return 2
 

@@ -144,8 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         report = asyncio.run(intake(args.file, args.strategy, Settings.from_env(), task_queue=args.task_queue))
-    except (PortfolioError, StrategyError, ComplianceError, IntakeError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (PortfolioError, StrategyError, ComplianceError, IntakeError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)  # ValueError: a bad setting, named
         return 2
     for line, reason in report.rejected:
         print(f"{args.file}:{line}: rejected: {reason}", file=sys.stderr)

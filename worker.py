@@ -67,7 +67,11 @@ def build_worker(client: Client, settings: Settings, task_queue: str | None = No
 
 async def main() -> None:
     arrears_logging.configure()
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ValueError as err:  # names the setting and the reason (never a key)
+        log.error("bad setting", error=str(err))
+        raise SystemExit(2) from None
     problems = lint_templates(TemplateBook(settings.templates_dir))
     if problems:  # a template that threatens, impersonates or shames must never go out
         for problem in problems:
@@ -79,6 +83,7 @@ async def main() -> None:
     except (LedgerError, ValueError) as err:
         log.error("bad setting", error=str(err))
         raise SystemExit(2) from None
+    log.info("payloads", encrypted=bool(settings.payload_keys))
     log.info("channels", email=activities.mailer.address if activities.mailer else "outbox",
              sms=activities.sms.url if activities.sms else "outbox")
     try:

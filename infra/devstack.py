@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import os
 import signal
 import socket
@@ -20,12 +21,15 @@ import time
 from pathlib import Path
 
 from infra.client import connect
+from infra.codec import generate_key
 from infra.settings import Settings
 from workflows.search_attributes import ALL_KEYS, COLLECTION_STAGE
 
 BIN = Path(sys.executable).parent
 PORTFOLIO = Path("examples/portfolio.csv")
 UI_PORT = int(os.environ.get("ARREARS_UI_PORT", "8233"))
+CODEC_PORT = int(os.environ.get("ARREARS_CODEC_PORT", "8081"))
+CODEC = f"http://localhost:{CODEC_PORT}"
 _SA_TYPES = {"KEYWORD": "Keyword", "INT": "Int", "DOUBLE": "Double", "BOOL": "Bool", "DATETIME": "Datetime"}
 
 
@@ -59,10 +63,36 @@ def start_server(settings: Settings) -> subprocess.Popen:
         [str(BIN / "temporal"), "server", "start-dev", "--db-filename", str(settings.data_dir / "temporal.sqlite"),
          "--ip", host if host != "localhost" else "127.0.0.1", "--port", port, "--ui-port", str(UI_PORT),
          "--namespace", settings.temporal_namespace, "--log-level", "warn", "--ui-disable-news-fetch",
-         *attributes],
+         "--ui-codec-endpoint", CODEC, *attributes],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     _wait_for_port("127.0.0.1" if host == "localhost" else host, int(port), server)
     return server
+
+
+def payload_keys(settings: Settings) -> str:
+    """The demo's encryption keys: ARREARS_PAYLOAD_KEYS, or one made on the first run and kept in
+    .data/payload-keys (mode 0600): the cases in .data/temporal.sqlite cannot be read without it."""
+    if settings.payload_keys:
+        return settings.payload_keys
+    path = settings.data_dir / "payload-keys"
+    if not path.exists():
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(generate_key() + "\n")
+    return path.read_text().strip()
+
+
+def start_codec_server(settings: Settings, env: dict[str, str]) -> subprocess.Popen:
+    """The codec server the Web UI and the temporal CLI decrypt case payloads through (loopback only)."""
+    if _port_open("127.0.0.1", CODEC_PORT):
+        raise SystemExit(f"port {CODEC_PORT} is already in use: set ARREARS_CODEC_PORT to a free port")
+    codec = subprocess.Popen(
+        [sys.executable, "-m", "infra.codec_server", "--port", str(CODEC_PORT),
+         "--origin", f"http://localhost:{UI_PORT}", "--origin", f"http://127.0.0.1:{UI_PORT}"],
+        env=env, stdout=(settings.data_dir / "codec.log").open("ab"), stderr=subprocess.STDOUT,
+        start_new_session=True)
+    _wait_for_port("127.0.0.1", CODEC_PORT, codec)
+    return codec
 
 
 def banner(example_loan: str) -> str:
@@ -75,7 +105,10 @@ def banner(example_loan: str) -> str:
   Logs            .data/worker.log  .data/server.log     Outbox: .data/outbox/  Queues: .data/queues/  Letters (PDF): .data/letters/
   Case ledger     .data/arrears.db (every attempt, the audit trail, work queues; ARREARS_DATABASE_URL for PostgreSQL)
 
-  Try, in another terminal (the temporal CLI is .venv/bin/temporal):
+  Payloads      encrypted (AES-256-GCM, key in .data/payload-keys); the UI and the CLI decrypt through {CODEC}
+
+  Try, in another terminal (the temporal CLI is .venv/bin/temporal; the codec endpoint shows clear text):
+    export TEMPORAL_CODEC_ENDPOINT={CODEC}
     .venv/bin/temporal workflow query  --workflow-id {wid} --type status
     .venv/bin/temporal workflow update execute --workflow-id {wid} --name promise_to_pay \\
         --input '{{"amount": "100.00", "due_date": "{time.strftime('%Y-%m-%d')}"}}'
@@ -116,7 +149,9 @@ def _stop(process: subprocess.Popen | None, name: str, seconds: float = 15) -> N
 def main() -> int:
     settings = Settings.from_env()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    server = worker = None
+    settings = dataclasses.replace(settings, payload_keys=payload_keys(settings))
+    env = {**os.environ, "ARREARS_PAYLOAD_KEYS": settings.payload_keys or ""}
+    server = worker = codec = None
     interrupted = False
 
     def on_signal(signum: int, frame: object) -> None:
@@ -126,14 +161,16 @@ def main() -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
+        print(f"  starting the payload codec server on {CODEC}")
+        codec = start_codec_server(settings, env)
         print(f"  starting the Temporal dev server on {settings.temporal_address} (data: {settings.data_dir}/temporal.sqlite)")
         server = start_server(settings)
         print("  starting a worker")
         worker = subprocess.Popen([sys.executable, "worker.py"], stdout=(settings.data_dir / "worker.log").open("ab"),
-                                  stderr=subprocess.STDOUT, start_new_session=True)
+                                  stderr=subprocess.STDOUT, start_new_session=True, env=env)
         print(f"  loading {PORTFOLIO} with the demo strategy")
         intake = subprocess.run([sys.executable, "starter.py", "--file", str(PORTFOLIO), "--strategy", "demo"],
-                                capture_output=True, text=True)
+                                capture_output=True, text=True, env=env)
         print("  " + (intake.stdout.strip() or intake.stderr.strip()))
         if intake.returncode == 2:
             print(intake.stderr)
@@ -160,6 +197,7 @@ def main() -> int:
     finally:
         _stop(worker, "worker")
         _stop(server, "dev server")
+        _stop(codec, "codec server")
         print("  stopped")
 
 

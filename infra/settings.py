@@ -42,6 +42,8 @@ class Settings:
     root: Path = field(default_factory=project_root)
     # The static CJK fonts letters are set in, prepared once per machine from the font package.
     fonts_dir: Path = field(default_factory=lambda: default_fonts_dir())
+    # `id:base64key,...` (first encrypts, all decrypt); never printed with the settings.
+    payload_keys: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -61,12 +63,17 @@ class Settings:
             email_from=env.get("ARREARS_EMAIL_FROM", cls.email_from),
             sms_from=env.get("ARREARS_SMS_FROM", cls.sms_from),
             fonts_dir=Path(env["ARREARS_FONTS_DIR"]) if env.get("ARREARS_FONTS_DIR") else default_fonts_dir(env),
+            payload_keys=env.get("ARREARS_PAYLOAD_KEYS") or None,
             **({"field_agents": [a.strip() for a in agents.split(",") if a.strip()]} if agents else {}),
         )
 
     def __post_init__(self) -> None:
         if not self.field_agents:
             raise ValueError("ARREARS_FIELD_AGENTS: name at least one field agent (comma-separated)")
+        if self.payload_keys:
+            from infra.codec import parse_keys
+
+            parse_keys(self.payload_keys)  # raises ValueError naming the entry and the reason, never the key
 
     @property
     def ledger_url(self) -> str:

@@ -80,7 +80,9 @@ def variable_uses(text: str) -> list[tuple[str, bool]]:
     uses = []
     for match in _BRACED.finditer(text):
         op = match.group("op") or ""
-        uses.append((match.group("name"), op in ("-", ":-", "+", ":+")))
+        # A default, or a required value with its message (`:?msg`: compose stops and says what to set).
+        uses.append((match.group("name"), op in ("-", ":-", "+", ":+")
+                     or (op in ("?", ":?") and bool(match.group("rest").strip()))))
     for match in _BARE.finditer(_BRACED.sub("", text)):
         uses.append((match.group("name"), False))
     return uses
@@ -187,7 +189,8 @@ def test_every_variable_has_a_default_or_is_defined_in_the_env_file(compose: dic
 def test_the_variable_scanner_sees_bare_braced_and_defaulted_forms() -> None:
     assert variable_uses("a:${A}") == [("A", False)]
     assert variable_uses("${B:-x}/${C-}") == [("B", True), ("C", True)]
-    assert variable_uses("$D and $$E and ${F:?set F}") == [("F", False), ("D", False)]
+    # `:?message` is a required value that compose asks for by name: accounted for; a bare `:?` is not.
+    assert variable_uses("$D and $$E and ${F:?set F} ${G:?}") == [("F", True), ("G", False), ("D", False)]
 
 
 def test_every_depends_on_target_is_a_defined_service(services: dict[str, dict[str, Any]]) -> None:
