@@ -220,6 +220,10 @@ def _parse(body: bytes) -> tuple[Payloads | None, str]:
         document = json.loads(body)
     except (UnicodeDecodeError, ValueError):
         return None, "not JSON"
+    if isinstance(document, dict) and "payloads" not in document and not set(document) - {"payloads"}:
+        # No payloads at all: protobuf's JSON form omits an empty list (the CLI sends `{}` for a
+        # query without arguments).
+        return Payloads(), ""
     if not isinstance(document, dict) or not isinstance(document.get("payloads"), list):
         return None, "no \"payloads\" list"
     if not all(isinstance(item, dict) for item in document["payloads"]):

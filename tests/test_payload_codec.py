@@ -515,11 +515,20 @@ def test_the_codec_server_requires_the_token_when_one_is_configured():
         assert http.get("/health").status_code == 200
 
 
+def test_no_payloads_at_all_is_an_empty_list_as_the_cli_sends_for_a_query_without_arguments():
+    with serving() as server, httpx.Client(base_url=server.url, timeout=10) as http:
+        for path in ("/encode", "/decode"):
+            answer = http.post(path, content=b"{}", headers={"Content-Type": "application/json"})
+            assert answer.status_code == 200, answer.text
+            assert answer.json().get("payloads", []) == []
+
+
 @pytest.mark.parametrize(("content", "reason"), [
     (b"not json at all", "not JSON"),
     (b"\xff\xfe", "not JSON"),
     (b'[{"payloads": []}]', '"payloads" list'),
     (b'{"payload": []}', '"payloads" list'),
+    (b'{"payloads": null}', '"payloads" list'),
     (b'{"payloads": {"data": "eA=="}}', '"payloads" list'),
     (b'{"payloads": [{"data": 12, "metadata": {"note": "Ada Lovelace-Example"}}]}', "Temporal's JSON payload form"),
     (b'{"payloads": [{"data": ["Ada Lovelace-Example"]}]}', "Temporal's JSON payload form"),
