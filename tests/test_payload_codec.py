@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -605,6 +606,14 @@ async def test_the_temporal_cli_reads_an_encrypted_history_through_the_codec_ser
             decoded = show("--codec-endpoint", server.url + "/{namespace}", "--codec-auth", "Bearer s3cret")
             # The CLI retries a failing codec until its deadline: keep that short.
             refused = show("--codec-endpoint", server.url, "--codec-auth", "Bearer nope", "--command-timeout", "3s")
+            # A query (no arguments: the CLI posts `{}` to encode) answered by the running worker.
+            query = await asyncio.create_subprocess_exec(
+                str(DEV_SERVER), "workflow", "query", "-w", handle.id, "--type", "status", "--address", address,
+                "--codec-endpoint", server.url, "--codec-auth", "Bearer s3cret", "-o", "json",
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            queried, query_error = await asyncio.wait_for(query.communicate(), timeout=60)
+    assert query.returncode == 0, query_error.decode()
+    assert json.loads(queried)["queryResult"][0]["loan_id"] == handle.id.removeprefix("loan-")
     assert plain.returncode == 0, plain.stderr
     assert NAME not in plain.stdout
     assert base64.b64encode(ENCODING).decode() in plain.stdout  # the metadata, as the CLI prints it
