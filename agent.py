@@ -61,9 +61,29 @@ async def report(ledger: Ledger, client: Client, item_key: str, outcome: str, *,
     except WorkflowUpdateFailedError as err:
         reason = str(err.cause.message if err.cause is not None and hasattr(err.cause, "message") else err)
         if "no longer open" in reason or "no call task is open" in reason or "no field visit" in reason:
+            earlier = await _accepted_earlier(handle, item)
+            if earlier is not None:  # a report that reached the case before the ledger heard of it
+                accepted_outcome, who = earlier
+                done = await ledger.complete_work(item_key, outcome=accepted_outcome, reported_by=who or by)
+                if accepted_outcome == outcome:
+                    return Reported(done, accepted=True, reason="already reported")
+                return Reported(done, accepted=False,
+                                reason=f"the case already has outcome {accepted_outcome!r} for this task")
             item = await ledger.complete_work(item_key, outcome="withdrawn", reported_by=by, state="withdrawn")
         return Reported(item, accepted=False, reason=reason)
     return Reported(await ledger.complete_work(item_key, outcome=outcome, reported_by=by), accepted=True)
+
+
+async def _accepted_earlier(handle, item: WorkItemRow) -> tuple[str, str | None] | None:
+    """The outcome the case already accepted for this call task (and who sent it), if any."""
+    if item.queue != "calls":
+        return None
+    state = await handle.query("status")
+    for event in state["events"]:
+        if (event["kind"], event["status"]) == ("call_outcome", "accepted") and \
+                event["detail"].get("task_id") == item.payload.get("item_id"):
+            return event["detail"]["outcome"], event.get("actor")
+    return None
 
 
 def _line(item: WorkItemRow) -> str:

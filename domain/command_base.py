@@ -32,7 +32,7 @@ class Command(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
     name: ClassVar[str]
     # Who sent the command (an agent or operator id, never a borrower's name): the audit trail's "who".
-    by: str | None = Field(None, min_length=1, max_length=64)
+    by: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")
 
     def check(self, case: CaseState, strategy: Strategy, now: datetime) -> None:
         """Raise :class:`Rejected` when the command does not fit the case as it stands."""

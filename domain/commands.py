@@ -389,7 +389,9 @@ def handle(name: str, payload: Any, case: CaseState, strategy: Strategy, now: da
 def _claimed_actor(payload: Any) -> str | None:
     """The ``by`` of a refused payload, when it is a plausible id (it was not validated)."""
     by = payload.get("by") if isinstance(payload, dict) else None
-    return by.strip()[:64] or None if isinstance(by, str) else None
+    if not isinstance(by, str):
+        return None
+    return "".join(ch for ch in by if ch.isprintable()).strip()[:64] or None
 
 
 def _signed(case: CaseState, since: int, actor: str | None) -> None:

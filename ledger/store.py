@@ -164,7 +164,7 @@ class Ledger:
     async def failed(self, key: str, reason: str) -> None:
         async with self.engine.begin() as connection:
             await connection.execute(update(contact_attempts).where(contact_attempts.c.idempotency_key == key)
-                                     .values(state="failed", reason=reason[:2000], completed_at=_now()))
+                                     .values(state="failed", reason=_fit(reason, 2000), completed_at=_now()))
 
     async def attempts(self, loan_id: str | None = None) -> list[dict[str, Any]]:
         query = select(contact_attempts).order_by(contact_attempts.c.id)
@@ -179,9 +179,13 @@ class Ledger:
         """Append the case's events (each with its ``seq``); ones already there are left alone.
         Returns how many were new."""
         recorded = _now()
-        rows = [dict(loan_id=loan_id, workflow_id=workflow_id, seq=e["seq"], at=e["at"], kind=e["kind"],
-                     status=e["status"], reason=e.get("reason"), actor=e.get("actor"),
-                     detail=e.get("detail") or {}, recorded_at=recorded, retain_until=retain_until)
+        # What a case records may quote what an operator sent (an unknown signal's name, a `by`):
+        # fitted to the columns and stripped of NUL, which PostgreSQL refuses, so that one bad
+        # signal cannot stop the trail.
+        rows = [dict(loan_id=loan_id, workflow_id=workflow_id, seq=e["seq"], at=e["at"],
+                     kind=_fit(e["kind"], 64), status=_fit(e["status"], 16), reason=_clean(e.get("reason")),
+                     actor=_fit(e.get("actor"), 64), detail=_clean(e.get("detail") or {}), recorded_at=recorded,
+                     retain_until=retain_until)
                 for e in events]
         if not rows:
             return 0
@@ -237,9 +241,13 @@ class Ledger:
                 if row.outcome == outcome:
                     return _work(row)
                 raise LedgerError(f"work item {key!r}: already {row.state} with outcome {row.outcome!r}")
-            await connection.execute(update(work_items).where(work_items.c.item_key == key).values(
-                state=state, outcome=outcome, reported_by=reported_by, completed_at=_now()))
+            # Only an item still open is closed: of two reports at once, the second finds it closed.
+            closed = await connection.execute(update(work_items).where(
+                work_items.c.item_key == key, work_items.c.state == "open").values(
+                state=state, outcome=outcome, reported_by=_fit(reported_by, 64), completed_at=_now()))
             row = (await connection.execute(select(work_items).where(work_items.c.item_key == key))).one()
+        if closed.rowcount == 0 and row.outcome != outcome:
+            raise LedgerError(f"work item {key!r}: already {row.state} with outcome {row.outcome!r}")
         return _work(row)
 
     # -- retention --------------------------------------------------------------------------
@@ -251,6 +259,21 @@ class Ledger:
                 result = await connection.execute(delete(table).where(table.c.retain_until < today))
                 removed[table.name] = result.rowcount
         return removed
+
+
+def _clean(value: Any) -> Any:
+    """``value`` with NUL characters (refused by PostgreSQL in text and JSON) replaced, at any depth."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_clean(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _fit(value: str | None, length: int) -> str | None:
+    return None if value is None else _clean(value)[:length]
 
 
 def _work(row: Any) -> WorkItemRow:

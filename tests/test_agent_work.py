@@ -115,3 +115,17 @@ async def test_the_command_line_lists_an_agents_calls_and_reports_one(env, worke
     assert events(await status(handle), "call_outcome", "accepted")[0]["actor"] == "agent-9"
     missing = await agent("report", "no-such-item", "reached", "--by", "agent-9")
     assert missing.returncode == 2 and "no such item" in missing.stderr
+
+
+@BOTH_DATABASES
+async def test_a_report_the_case_took_but_the_ledger_missed_is_closed_as_done_not_withdrawn(env, worker):
+    loan = make_loan(days_past_due=35)
+    handle = await start_case(env.client, worker, loan)
+    item = await _first_open(worker, "calls", loan.loan_id, env)
+    # The agent's update reached the case, then the agent died before the ledger closed the item.
+    await handle.execute_update("call_outcome", {"outcome": "no_answer", "task_id": item.payload["item_id"],
+                                                 "by": "agent-4"})
+    again = await report(worker.ledger, env.client, item.item_key, "no_answer", by="agent-4")
+    assert again.accepted and again.reason == "already reported"
+    assert (again.item.state, again.item.outcome) == ("done", "no_answer")
+    assert len(events(await status(handle), "call_outcome", "accepted")) == 1

@@ -202,3 +202,27 @@ def test_the_command_line_migrates_the_default_sqlite_ledger_and_says_where_it_s
                              env={**env, "ARREARS_DATABASE_URL": "oracle://x/y"}, capture_output=True, text=True,
                              timeout=60)
     assert refused.returncode == 2 and "ARREARS_DATABASE_URL: 'oracle' is not supported" in refused.stderr
+
+
+async def test_of_two_agents_closing_one_item_at_once_one_wins_and_the_other_is_told(ledger):
+    await ledger.add_work("L-9/00001/contact/call", loan_id="L-9", workflow_id="loan-L-9", queue="calls",
+                          payload={}, assigned_to="agent-1", retain_until=KEEP)
+    results = await asyncio.gather(
+        ledger.complete_work("L-9/00001/contact/call", outcome="reached", reported_by="agent-1"),
+        ledger.complete_work("L-9/00001/contact/call", outcome="no_answer", reported_by="agent-2"),
+        return_exceptions=True)
+    refused = [r for r in results if isinstance(r, LedgerError)]
+    closed = [r for r in results if not isinstance(r, BaseException)]
+    assert len(refused) == 1 and len(closed) == 1 and "already done" in str(refused[0])
+    [row] = [w for w in [await ledger.work_item("L-9/00001/contact/call")]]
+    assert row.outcome == closed[0].outcome
+
+
+async def test_events_quoting_what_an_operator_sent_fit_the_columns(ledger):
+    added = await ledger.record_events("L-8", "loan-L-8", [
+        dict(seq=0, at=AT, kind="k" * 100, status="rejected", reason="bad\x00name", actor="a\x00b" * 40,
+             detail={"note": "x\x00y", "list": ["\x00"]})], retain_until=KEEP)
+    assert added == 1
+    [event] = await ledger.events("L-8")
+    assert event["kind"] == "k" * 64 and len(event["actor"]) == 64 and "\x00" not in event["reason"]
+    assert event["detail"] == {"note": "x\ufffdy", "list": ["\ufffd"]}

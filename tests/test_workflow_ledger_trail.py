@@ -97,3 +97,24 @@ async def test_the_trail_is_kept_as_long_as_the_loans_jurisdiction_requires(env,
     today = datetime.now(UTC).date()
     assert records_years("CN") >= 2
     assert {e["retain_until"] for e in trail} == {retain_until(today, records_years("CN"))}
+
+
+async def test_what_an_operator_sends_cannot_stop_the_trail(env, worker):
+    """Names and ids quoted back in events are fitted to the ledger (PostgreSQL refuses NUL and
+    over-long keys): one bad signal is recorded as rejected and the trail goes on."""
+    loan = make_loan(days_past_due=35)
+    handle = await start_case(env.client, worker, loan)
+    await handle.signal("x" * 100, {"by": "night\x00shift"})
+    await handle.signal("hold", {"reason": "complaint", "by": "sup\x00-7"})
+    await handle.signal("call_outcome", {"outcome": "reached", "task_id": "T\x00-1", "by": "agent-1"})
+    await handle.signal("release", {"by": "sup-7"})
+    await env.sleep(timedelta(days=2))
+    state = await status(handle)
+    trail = await _trail(worker, loan.loan_id)
+    assert len(trail) >= len(state["events"]) - 1 and len(trail) > 5
+    kinds = {(e["kind"], e["status"]) for e in trail}
+    assert ("x" * 64, "rejected") in kinds and ("hold", "rejected") in kinds and ("release", "rejected") in kinds
+    assert ("call_outcome", "rejected") in kinds
+    assert all("\x00" not in (e["reason"] or "") and "\x00" not in (e["actor"] or "") for e in trail)
+    # A `by` that is not a plausible id is refused; the rejection still names who, made printable.
+    assert [e["actor"] for e in trail if (e["kind"], e["status"]) == ("hold", "rejected")] == ["sup-7"]

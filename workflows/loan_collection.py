@@ -32,8 +32,9 @@ with workflow.unsafe.imports_passed_through():
 # Cases started before this change replay without compliance checks; from the first new workflow
 # task on (a new case, or an old one's next run after continue-as-new) every contact is checked.
 COMPLIANCE_PATCH = "compliance-checks"
-# Cases started before the ledger's audit trail replay without writing it; from their next new
-# workflow task on, every event is appended to the ledger before the case waits or closes.
+# Cases started before the ledger's audit trail replay without writing it, and the SDK keeps that
+# answer for the rest of the run: they write the trail from their next continue-as-new on (a case
+# that closes before then keeps its events in its history only). New cases write it throughout.
 LEDGER_PATCH = "ledger-events"
 
 _MESSAGES = {
