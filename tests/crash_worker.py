@@ -1,6 +1,6 @@
 """A worker that dies mid-send: the provider has the text, the ledger has not heard back.
 
-    python -m tests.crash_worker ADDRESS TASK_QUEUE DATA_DIR
+    python -m tests.crash_worker ADDRESS TASK_QUEUE DATA_DIR      (the ledger: ARREARS_DATABASE_URL)
 
 Used by tests/test_exactly_once.py: the process kills itself (SIGKILL, no clean-up) right after
 the SMS reaches the provider (the outbox), before the activity can record or report it.
@@ -30,7 +30,8 @@ class DiesAfterTheProvider(CollectionActivities):
 
 
 async def main(address: str, task_queue: str, data_dir: str) -> None:
-    settings = Settings(temporal_address=address, data_dir=Path(data_dir))
+    settings = Settings(temporal_address=address, data_dir=Path(data_dir),
+                        database_url=os.environ.get("ARREARS_DATABASE_URL", ""))
     base = build_activities(settings)
     crashing = DiesAfterTheProvider(ledger=base.ledger, outbox=base.outbox, templates=base.templates,
                                     sender=base.sender, field_agents=base.field_agents, fonts_dir=base.fonts_dir)

@@ -7,6 +7,7 @@ it): then a missing server is an error, so CI never passes without them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -59,6 +60,26 @@ async def drop_ledger(ledger: Ledger) -> None:
         admin = Ledger.connect(POSTGRES_URL)
         async with admin.engine.begin() as connection:
             await connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        await admin.close()
+
+
+@contextlib.asynccontextmanager
+async def scratch_database(backend: str, tmp_path: Path) -> AsyncIterator[str]:
+    """A URL other processes can use (a worker, a command): a SQLite file, or a PostgreSQL
+    database of its own, dropped afterwards (a schema cannot be named in a URL for asyncpg)."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'scratch-ledger.db'}"
+        return
+    admin = await _postgres_or_skip()
+    name = f"arrears_t_{uuid.uuid4().hex[:12]}"
+    server = admin.engine.execution_options(isolation_level="AUTOCOMMIT")
+    async with server.connect() as connection:
+        await connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        async with server.connect() as connection:
+            await connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
 
 

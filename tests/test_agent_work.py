@@ -7,14 +7,17 @@ import asyncio
 import os
 import subprocess
 import sys
+import uuid
 from datetime import timedelta
 
 import pytest
 
 from agent import report
+from infra.settings import Settings
 from ledger import LedgerError
 from tests.conftest import ROOT, events, eventually, make_loan, start_case, status
-from tests.ledger_fixtures import BACKENDS
+from tests.ledger_fixtures import BACKENDS, scratch_database
+from worker import build_activities, build_worker
 
 BOTH_DATABASES = pytest.mark.parametrize("worker", BACKENDS, indirect=True)
 
@@ -86,15 +89,27 @@ async def test_a_field_agent_reports_a_visit_from_the_queue(env, worker):
     assert events(state, "field_visit_report", "accepted")[0]["actor"] == item.assigned_to.split(",")[0]
 
 
-async def test_the_command_line_lists_an_agents_calls_and_reports_one(env, worker, data_dir):
-    """SQLite only: the command reaches the ledger the worker uses through ARREARS_DATA_DIR (the
-    PostgreSQL tests above put each test in a schema of its own, which the command has no way to name)."""
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_the_command_line_lists_an_agents_calls_and_reports_one(env, data_dir, tmp_path, backend):
+    """The command and the worker share the ledger through ARREARS_DATABASE_URL, as in production."""
+    async with scratch_database(backend, tmp_path) as url:
+        settings = Settings(data_dir=data_dir, database_url=url)
+        activities = build_activities(settings)
+        try:
+            async with build_worker(env.client, settings, task_queue=f"tq-{uuid.uuid4().hex}",
+                                    activities=activities) as worker:
+                worker.ledger = activities.ledger  # type: ignore[attr-defined]
+                await _command_line(env, worker, {**os.environ, "ARREARS_DATA_DIR": str(data_dir),
+                                                  "ARREARS_DATABASE_URL": url,
+                                                  "TEMPORAL_ADDRESS": env.client.service_client.config.target_host})
+        finally:
+            await activities.aclose()
+
+
+async def _command_line(env, worker, run_env: dict[str, str]) -> None:
     loan = make_loan(days_past_due=35)
     handle = await start_case(env.client, worker, loan)
     item = await _first_open(worker, "calls", loan.loan_id, env)
-    run_env = {**os.environ, "ARREARS_DATA_DIR": str(data_dir),
-               "TEMPORAL_ADDRESS": env.client.service_client.config.target_host}
-    run_env.pop("ARREARS_DATABASE_URL", None)
 
     async def agent(*args: str) -> subprocess.CompletedProcess:
         # Not subprocess.run: the worker in this process must go on running while the agent reports.

@@ -7,12 +7,14 @@ not the run id) before the provider is called, and confirmed after.
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import uuid
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.service import RPCError
@@ -20,11 +22,21 @@ from temporalio.service import RPCError
 from activities.channels import CollectionActivities
 from activities.models import ContactReceipt, ContactRequest
 from domain.stages import Stage
+from infra.settings import Settings
 from ledger import Ledger
-from tests.conftest import NO_RULES, ROOT, events, make_loan, settings_for, status, strategy
+from tests.conftest import (
+    NO_RULES,
+    ROOT,
+    events,
+    make_loan,
+    settings_for,
+    status,
+    strategy,
+)
+from tests.ledger_fixtures import BACKENDS, scratch_database
+from worker import build_activities, build_worker
 from workflows.inputs import CaseInput, case_workflow_id
 from workflows.loan_collection import LoanCollectionWorkflow
-from worker import build_activities, build_worker
 
 # One text, then nothing for a long while: the reminder stage with a single SMS.
 ONE_TEXT = strategy().model_copy(deep=True)
@@ -105,11 +117,19 @@ async def _status_once_taken_over(handle) -> dict:
     raise AssertionError("no worker answered the status query")
 
 
-async def test_a_worker_killed_mid_send_is_replaced_and_the_text_still_goes_once(env, data_dir):
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_a_worker_killed_mid_send_is_replaced_and_the_text_still_goes_once(env, data_dir, tmp_path, backend):
+    async with scratch_database(backend, tmp_path) as url:
+        await _killed_mid_send(env, data_dir, url)
+
+
+async def _killed_mid_send(env, data_dir: Path, url: str) -> None:
+    settings = Settings(data_dir=data_dir, database_url=url)
     task_queue = f"tq-{uuid.uuid4().hex}"
     address = env.client.service_client.config.target_host
     crashing = subprocess.Popen([sys.executable, "-m", "tests.crash_worker", address, task_queue, str(data_dir)],
-                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                env={**os.environ, "ARREARS_DATABASE_URL": url})
     try:
         loan, handle = await _start(env.client, task_queue)
         for _ in range(600):
@@ -122,15 +142,15 @@ async def test_a_worker_killed_mid_send_is_replaced_and_the_text_still_goes_once
             crashing.kill()
     sms = list((data_dir / "outbox" / "sms").glob("*.json"))
     assert len(sms) == 1, "the provider has the text"
-    ledger = Ledger.connect(settings_for(data_dir).ledger_url)
+    ledger = Ledger.connect(settings.ledger_url)
     try:
         before = await ledger.attempts(loan.loan_id)
         assert [(a["state"], a["tries"]) for a in before] == [("sending", 1)], "claimed, never confirmed"
 
         # A new worker takes over. The server holds its clock while the dead worker's activity is
         # out, so the 30-second start-to-close timeout runs in real time; then the retry comes here.
-        replacement = build_activities(settings_for(data_dir), ledger)
-        async with build_worker(env.client, settings_for(data_dir), task_queue=task_queue,
+        replacement = build_activities(settings, ledger)
+        async with build_worker(env.client, settings, task_queue=task_queue,
                                 activities=replacement):
             for _ in range(240):
                 after = await ledger.attempts(loan.loan_id)
