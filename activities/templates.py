@@ -38,8 +38,8 @@ class Rendered:
 class TemplateBook:
     def __init__(self, root: Path) -> None:
         self.root = root
-        # Plain text, not HTML: nothing to escape. Strict: a missing value fails the send.
         self._product_names: dict[str, dict[str, str]] = {}
+        # Plain text, not HTML: nothing to escape. Strict: a missing value fails the send.
         self._jinja = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False,
                                          keep_trailing_newline=True)
 

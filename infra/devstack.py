@@ -39,15 +39,16 @@ def _port_open(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def _wait_for_port(host: str, port: int, process: subprocess.Popen, seconds: float = 60) -> None:
+def _wait_for_port(host: str, port: int, process: subprocess.Popen, seconds: float = 60, *,
+                   name: str = "the Temporal dev server", log: str = "server.log") -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SystemExit(f"the Temporal dev server exited early (code {process.returncode}); see .data/server.log")
+            raise SystemExit(f"{name} exited early (code {process.returncode}); see .data/{log}")
         if _port_open(host, port):
             return
         time.sleep(0.3)
-    raise SystemExit(f"the Temporal dev server did not open {host}:{port} within {seconds:.0f}s")
+    raise SystemExit(f"{name} did not open {host}:{port} within {seconds:.0f}s")
 
 
 def start_server(settings: Settings) -> subprocess.Popen:
@@ -91,7 +92,7 @@ def start_codec_server(settings: Settings, env: dict[str, str]) -> subprocess.Po
          "--origin", f"http://localhost:{UI_PORT}", "--origin", f"http://127.0.0.1:{UI_PORT}"],
         env=env, stdout=(settings.data_dir / "codec.log").open("ab"), stderr=subprocess.STDOUT,
         start_new_session=True)
-    _wait_for_port("127.0.0.1", CODEC_PORT, codec)
+    _wait_for_port("127.0.0.1", CODEC_PORT, codec, name="the codec server", log="codec.log")
     return codec
 
 
@@ -105,7 +106,7 @@ def banner(example_loan: str) -> str:
   Logs            .data/worker.log  .data/server.log     Outbox: .data/outbox/  Queues: .data/queues/  Letters (PDF): .data/letters/
   Case ledger     .data/arrears.db (every attempt, the audit trail, work queues; ARREARS_DATABASE_URL for PostgreSQL)
 
-  Payloads      encrypted (AES-256-GCM, key in .data/payload-keys); the UI and the CLI decrypt through {CODEC}
+  Payloads      encrypted (AES-256-GCM; keys: ARREARS_PAYLOAD_KEYS or .data/payload-keys); the UI and the CLI decrypt through {CODEC}
 
   Try, in another terminal (the temporal CLI is .venv/bin/temporal; the codec endpoint shows clear text):
     export TEMPORAL_CODEC_ENDPOINT={CODEC}

@@ -62,7 +62,7 @@ class Settings:
             contact_point=env.get("ARREARS_CONTACT_POINT", cls.contact_point),
             email_from=env.get("ARREARS_EMAIL_FROM", cls.email_from),
             sms_from=env.get("ARREARS_SMS_FROM", cls.sms_from),
-            fonts_dir=Path(env["ARREARS_FONTS_DIR"]) if env.get("ARREARS_FONTS_DIR") else default_fonts_dir(env),
+            fonts_dir=default_fonts_dir(env),
             payload_keys=env.get("ARREARS_PAYLOAD_KEYS") or None,
             **({"field_agents": [a.strip() for a in agents.split(",") if a.strip()]} if agents else {}),
         )

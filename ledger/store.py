@@ -57,7 +57,6 @@ class Attempt:
     provider_message_id: str | None = None
     location: str | None = None
     sha256: str | None = None
-    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -234,18 +233,13 @@ class Ledger:
         """Close an open item with its outcome. Closing it again with the same outcome is a no-op;
         with another one it is refused, naming the item."""
         async with self.engine.begin() as connection:
-            row = (await connection.execute(select(work_items).where(work_items.c.item_key == key))).one_or_none()
-            if row is None:
-                raise LedgerError(f"work item {key!r}: no such item")
-            if row.state != "open":
-                if row.outcome == outcome:
-                    return _work(row)
-                raise LedgerError(f"work item {key!r}: already {row.state} with outcome {row.outcome!r}")
             # Only an item still open is closed: of two reports at once, the second finds it closed.
             closed = await connection.execute(update(work_items).where(
                 work_items.c.item_key == key, work_items.c.state == "open").values(
                 state=state, outcome=outcome, reported_by=_fit(reported_by, 64), completed_at=_now()))
-            row = (await connection.execute(select(work_items).where(work_items.c.item_key == key))).one()
+            row = (await connection.execute(select(work_items).where(work_items.c.item_key == key))).one_or_none()
+        if row is None:
+            raise LedgerError(f"work item {key!r}: no such item")
         if closed.rowcount == 0 and row.outcome != outcome:
             raise LedgerError(f"work item {key!r}: already {row.state} with outcome {row.outcome!r}")
         return _work(row)

@@ -194,7 +194,7 @@ class LoanCollectionWorkflow:
         if not fresh or not workflow.patched(LEDGER_PATCH):
             return None
         return CaseEventsRequest(loan_id=case.loan_id, jurisdiction=self._input.loan.jurisdiction,
-                                 workflow_id=workflow.info().workflow_id, first_seq=first, events=list(fresh))
+                                 workflow_id=workflow.info().workflow_id, first_seq=first, events=fresh)
 
     def _recorded(self, trail: CaseEventsRequest | None) -> None:
         if trail is not None:
