@@ -1,6 +1,13 @@
-"""The worker: the composition root. Settings -> data converter -> adapters -> activities -> Worker.
+"""The worker: the composition root. Settings -> data converter -> adapters -> activities -> Workers.
 
     python worker.py          (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, ARREARS_* select the rest)
+
+One process polls four task queues: the cases' own (``collections``: the case workflows, call
+tasks, visits, hand-offs and the audit trail) and one per channel (``collections-sms``,
+``collections-email``, ``collections-letters``). Each takes only what it can finish at once: its
+activity slots, and a ledger pool with a connection for every slot, so no activity waits for a
+connection; letters one per rendering process; SMS and e-mail at most at their provider's rate.
+Work beyond that waits on the server, where no timeout runs, instead of in this process.
 """
 
 from __future__ import annotations
@@ -10,7 +17,10 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack
 from datetime import timedelta
+from typing import Any
 
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
@@ -18,7 +28,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.channels import CollectionActivities, Sender
-from activities.letters import prepare_fonts
+from activities.letter_press import LetterPress
 from activities.outbox import FileOutbox
 from activities.sms_provider import sms_provider_from_url
 from activities.smtp import mailer_from_url
@@ -31,38 +41,101 @@ from infra.settings import Settings
 from ledger import Ledger, LedgerError
 from ledger.store import safe_url
 from workflows.field_visit import FieldVisitWorkflow
+from workflows.inputs import channel_queue
 from workflows.loan_collection import LoanCollectionWorkflow
 
 log = structlog.get_logger("arrears.worker")
 
 WORKFLOWS = [LoanCollectionWorkflow, FieldVisitWorkflow]
+# Activities that run on a channel's task queue; every other one runs on the cases' queue.
+CHANNEL_OF_ACTIVITY = {"send_sms": "sms", "send_email": "email", "issue_letter": "letter"}
+SHUTDOWN_GRACE = timedelta(seconds=10)
 
 
 def build_activities(settings: Settings, ledger: Ledger | None = None) -> CollectionActivities:
     """The channel adapters the settings select; a bad channel URL raises ValueError naming the setting."""
+    templates = TemplateBook(settings.templates_dir)
     return CollectionActivities(
-        ledger=ledger or Ledger.connect(settings.ledger_url),
+        ledger=ledger or Ledger.connect(settings.ledger_url, pool_size=settings.ledger_connections),
         outbox=FileOutbox(settings.data_dir),
-        templates=TemplateBook(settings.templates_dir),
+        templates=templates,
         sender=Sender(lender=settings.lender, contact_point=settings.contact_point, email_from=settings.email_from,
                       sms_from=settings.sms_from),
         field_agents=settings.field_agents,
-        fonts_dir=settings.fonts_dir,
+        press=LetterPress(settings.letter_processes, warm_text=templates.wording()),
         mailer=mailer_from_url(settings.smtp_url),
         # Inside the activity's 30 s: 3 tries of at most 5 s, 4 s apart at most; then Temporal retries.
         sms=sms_provider_from_url(settings.sms_url, timeout=5.0, attempts=3, max_backoff=4.0),
     )
 
 
+def _name(activity_fn: Callable[..., Any]) -> str:
+    return getattr(activity_fn, "__temporal_activity_definition").name
+
+
+class Workers:
+    """One process's Temporal workers: the cases' task queue, and one per channel queue.
+
+    ``async with`` starts them all; :meth:`start` and :meth:`start_letters` start them in two
+    steps (``worker.py`` takes letters only once its rendering processes are ready)."""
+
+    def __init__(self, client: Client, settings: Settings, task_queue: str,
+                 activities: Sequence[Callable[..., Any]], *, letter_slots: int,
+                 workflows: Sequence[type] = WORKFLOWS, **case_options: Any) -> None:
+        self.task_queue = task_queue
+        by_channel: dict[str | None, list[Callable[..., Any]]] = {}
+        for activity_fn in activities:
+            by_channel.setdefault(CHANNEL_OF_ACTIVITY.get(_name(activity_fn)), []).append(activity_fn)
+        options: dict[str, Any] = dict(max_concurrent_workflow_tasks=settings.workflow_slots,
+                                       max_cached_workflows=settings.workflow_cache)
+        self.cases = Worker(client, task_queue=task_queue, workflows=list(workflows),
+                            activities=by_channel.pop(None, []), max_concurrent_activities=settings.activity_slots,
+                            graceful_shutdown_timeout=SHUTDOWN_GRACE, **{**options, **case_options})
+        slots = {"sms": settings.sms_slots, "email": settings.email_slots, "letter": letter_slots}
+        rates = {"sms": settings.sms_rate, "email": settings.email_rate}
+        self.channels = {
+            channel: Worker(client, task_queue=channel_queue(task_queue, channel), activities=channel_activities,
+                            max_concurrent_activities=slots[channel],
+                            max_task_queue_activities_per_second=rates.get(channel),
+                            graceful_shutdown_timeout=SHUTDOWN_GRACE)
+            for channel, channel_activities in by_channel.items()}
+        self._running = AsyncExitStack()
+
+    async def start(self) -> None:
+        """Poll the cases' queue and the SMS and e-mail queues."""
+        await self._running.__aenter__()
+        for worker in [self.cases, *(w for c, w in self.channels.items() if c != "letter")]:
+            await self._running.enter_async_context(worker)
+
+    async def start_letters(self) -> None:
+        if "letter" in self.channels:
+            await self._running.enter_async_context(self.channels["letter"])
+
+    async def stop(self) -> None:
+        """Finish in-flight tasks (up to the grace period) and stop polling."""
+        await self._running.aclose()
+
+    async def __aenter__(self) -> "Workers":
+        await self.start()
+        await self.start_letters()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
 def build_worker(client: Client, settings: Settings, task_queue: str | None = None,
-                 activities: CollectionActivities | None = None) -> Worker:
-    return Worker(
-        client,
-        task_queue=task_queue or settings.task_queue,
-        workflows=WORKFLOWS,
-        activities=(activities or build_activities(settings)).all(),
-        graceful_shutdown_timeout=timedelta(seconds=10),
-    )
+                 activities: CollectionActivities | Sequence[Callable[..., Any]] | None = None,
+                 **case_options: Any) -> Workers:
+    """The workers for ``activities`` (default: the settings' real ones); tests pass a list to
+    replace some activities by name, and options such as ``max_cached_workflows``."""
+    activities = activities if activities is not None else build_activities(settings)
+    if isinstance(activities, CollectionActivities):
+        press, functions = activities.press, activities.all()
+    else:
+        press, functions = None, list(activities)
+    return Workers(client, settings, task_queue or settings.task_queue, functions,
+                   letter_slots=press.slots if press else 1, **case_options)
 
 
 async def main() -> None:
@@ -78,7 +151,7 @@ async def main() -> None:
             log.error("template refused", problem=problem)
         raise SystemExit(2)
     try:
-        ledger = Ledger.connect(settings.ledger_url)
+        ledger = Ledger.connect(settings.ledger_url, pool_size=settings.ledger_connections)
         activities = build_activities(settings, ledger)
     except (LedgerError, ValueError) as err:
         log.error("bad setting", error=str(err))
@@ -92,9 +165,6 @@ async def main() -> None:
         log.error("ledger unavailable", setting="ARREARS_DATABASE_URL", database=safe_url(settings.ledger_url),
                   error=str(err).splitlines()[0] if str(err) else type(err).__name__)
         raise SystemExit(2) from None
-    # Once per machine (about 30 s): static CJK fonts for letters, cut from the variable font package.
-    log.info("fonts for letters", fonts_dir=str(settings.fonts_dir))
-    await asyncio.to_thread(prepare_fonts, settings.fonts_dir)
     client = await connect(settings)
     added = await ensure_search_attributes(client)
     log.info("search attributes ready", added=added, namespace=settings.temporal_namespace)
@@ -102,17 +172,43 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    workers = build_worker(client, settings, activities=activities)
+    letters: asyncio.Task[None] | None = None
     try:
-        log.info("ledger ready", database=safe_url(settings.ledger_url))
-        worker = build_worker(client, settings, activities=activities)
-        async with worker:
-            log.info("worker started", task_queue=settings.task_queue, address=settings.temporal_address,
-                     data_dir=str(settings.data_dir))
-            await stop.wait()
-            log.info("worker stopping: finishing in-flight tasks")
+        log.info("ledger ready", database=safe_url(settings.ledger_url), connections=settings.ledger_connections)
+        await workers.start()
+        log.info("worker started", task_queue=settings.task_queue, address=settings.temporal_address,
+                 data_dir=str(settings.data_dir), activity_slots=settings.activity_slots,
+                 sms_slots=settings.sms_slots, email_slots=settings.email_slots,
+                 workflow_slots=settings.workflow_slots, workflow_cache=settings.workflow_cache)
+
+        async def take_letters() -> None:
+            # Off the start path: the rendering processes open the font (about a second), then
+            # the letters' queue is polled. Until then letters wait on the server, untimed.
+            try:
+                await activities.press.start()
+                await workers.start_letters()
+            except Exception as err:  # noqa: BLE001 - a worker that cannot print letters must say so and stop
+                log.error("letters unavailable", error=str(err) or type(err).__name__)
+                failed.append(err)
+                stop.set()
+                return
+            log.info("letters started", task_queue=channel_queue(settings.task_queue, "letter"),
+                     processes=activities.press.processes)
+
+        failed: list[Exception] = []
+        letters = asyncio.create_task(take_letters())
+        await stop.wait()
+        log.info("worker stopping: finishing in-flight tasks")
     finally:
+        if letters is not None and not letters.done():
+            letters.cancel()
+            await asyncio.gather(letters, return_exceptions=True)
+        await workers.stop()
         await activities.aclose()
     log.info("worker stopped")
+    if failed:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from email.message import EmailMessage
 from email.utils import formatdate
-from pathlib import Path
 
 import structlog
 from temporalio import activity
@@ -26,7 +25,8 @@ from activities.models import (
     CaseEventsRequest, CaseFacts, ContactReceipt, ContactRequest, ProfileRequest, VisitPlanned, VisitRequest, WorkItem,
     WorkItemRequest,
 )
-from activities.letters import LetterDocument, MissingGlyphs, render_pdf
+from activities.letter_press import LetterPress
+from activities.letters import LetterDocument, MissingGlyphs
 from activities.outbox import FileOutbox, safe_name
 from activities.sms_provider import HttpSmsProvider
 from activities.smtp import SmtpMailer
@@ -95,10 +95,11 @@ class CollectionActivities:
     idempotency key) turns into the same single message."""
 
     def __init__(self, ledger: Ledger, outbox: FileOutbox, templates: TemplateBook, sender: Sender,
-                 field_agents: list[str], *, fonts_dir: Path, mailer: SmtpMailer | None = None,
+                 field_agents: list[str], *, press: LetterPress | None = None, mailer: SmtpMailer | None = None,
                  sms: HttpSmsProvider | None = None) -> None:
         self.ledger = ledger
-        self.fonts_dir = fonts_dir
+        # Letters render in a thread unless the worker gives its press of processes.
+        self.press = press or LetterPress(processes=0)
         self.mailer = mailer
         self.sms = sms
         self.outbox = outbox
@@ -109,9 +110,11 @@ class CollectionActivities:
         self._ready = False
 
     async def aclose(self) -> None:
-        """Release the ledger's connections and the SMS provider's client (worker shutdown)."""
+        """Release the ledger's connections, the SMS provider's client and the letter press
+        (worker shutdown)."""
         if self.sms is not None:
             await self.sms.aclose()
+        await self.press.aclose()
         await self.ledger.close()
 
     async def _ledger(self) -> Ledger:
@@ -161,16 +164,16 @@ class CollectionActivities:
                   "body": text.body, "loan_id": request.loan.loan_id, "idempotency_key": request.idempotency_key}
         # The message as sent is kept under its key; a retry sends that same text again, under the
         # same Idempotency-Key, so a provider that honours it delivers once.
-        path, created = self.outbox.write_once("outbox/sms", request.idempotency_key, ".json",
-                                               json.dumps(record, ensure_ascii=False, indent=2).encode())
+        kept = await self.outbox.keep("outbox/sms", request.idempotency_key, ".json",
+                                      json.dumps(record, ensure_ascii=False, indent=2).encode())
         if self.sms is not None:
-            kept = json.loads(path.read_text(encoding="utf-8"))
-            message_id = await self.sms.send(to=kept["to"], body=kept["body"], sender=self.sender.sms_from,
+            message = json.loads(kept.content)
+            message_id = await self.sms.send(to=message["to"], body=message["body"], sender=self.sender.sms_from,
                                              idempotency_key=request.idempotency_key)
-        self._logged("sms_sent", request.idempotency_key, request.loan, created, template=request.template,
+        self._logged("sms_sent", request.idempotency_key, request.loan, kept.created, template=request.template,
                      via=self.sms.url if self.sms else "outbox")
         return ContactReceipt(idempotency_key=request.idempotency_key, channel="sms", message_id=message_id,
-                              location=str(path))
+                              location=str(kept.path))
 
     @activity.defn(name="send_email")
     async def send_email(self, request: ContactRequest) -> ContactReceipt:
@@ -189,13 +192,13 @@ class CollectionActivities:
         message["X-Arrears-Idempotency-Key"] = request.idempotency_key
         message.set_content(text.body)
         # The message as sent is kept under its key; a retry sends those same bytes again.
-        path, created = self.outbox.write_once("outbox/email", request.idempotency_key, ".eml", bytes(message))
+        kept = await self.outbox.keep("outbox/email", request.idempotency_key, ".eml", bytes(message))
         if self.mailer is not None:
-            await self.mailer.send(path.read_bytes(), sender=self.sender.email_from, recipient=request.loan.email)
-        self._logged("email_sent", request.idempotency_key, request.loan, created, template=request.template,
+            await self.mailer.send(kept.content, sender=self.sender.email_from, recipient=request.loan.email)
+        self._logged("email_sent", request.idempotency_key, request.loan, kept.created, template=request.template,
                      via=self.mailer.address if self.mailer else "outbox")
         return ContactReceipt(idempotency_key=request.idempotency_key, channel="email", message_id=message_id,
-                              location=str(path))
+                              location=str(kept.path))
 
     @activity.defn(name="issue_letter")
     async def issue_letter(self, request: ContactRequest) -> ContactReceipt:
@@ -210,16 +213,20 @@ class CollectionActivities:
             language=language_for(request.loan.jurisdiction), title=text.subject or "", sender=self.sender.lender,
             recipient=[request.loan.borrower_name, request.loan.address], date=values["today"],
             reference=f"{request.loan.loan_id} · {request.idempotency_key.rsplit('/', 3)[-3]}", body=text.body)
-        try:
-            pdf = await asyncio.to_thread(render_pdf, document, fonts_dir=self.fonts_dir)
-        except MissingGlyphs as err:  # the text cannot be set in the font: a retry would not change that
-            raise ApplicationError(f"letter {request.template}: {err}", type="LetterUnprintable",
-                                   non_retryable=True) from None
-        path, created = self.outbox.write_once("letters", request.idempotency_key, ".pdf", pdf)
-        self._logged("letter_issued", request.idempotency_key, request.loan, created, template=request.template)
+        # A retry after the letter was written (the worker died before confirming it) issues that
+        # letter, without rendering it again.
+        kept = await self.outbox.kept("letters", request.idempotency_key, ".pdf")
+        if kept is None:
+            try:
+                pdf = await self.press.render(document)
+            except MissingGlyphs as err:  # the text cannot be set in the font: a retry would not change that
+                raise ApplicationError(f"letter {request.template}: {err}", type="LetterUnprintable",
+                                       non_retryable=True) from None
+            kept = await self.outbox.keep("letters", request.idempotency_key, ".pdf", pdf)
+        self._logged("letter_issued", request.idempotency_key, request.loan, kept.created, template=request.template)
         return ContactReceipt(idempotency_key=request.idempotency_key, channel="letter",
-                              message_id=_message_id(request.idempotency_key), location=str(path),
-                              sha256=self.outbox.digest(path))
+                              message_id=_message_id(request.idempotency_key), location=str(kept.path),
+                              sha256=kept.sha256)
 
     async def _queue(self, queue: str, request: WorkItemRequest, *, assigned_to: str | None = None,
                      **fields: object) -> WorkItem:
@@ -235,10 +242,10 @@ class CollectionActivities:
                                            workflow_id=case_workflow_id(request.loan.loan_id), queue=queue,
                                            payload=payload, assigned_to=assigned_to,
                                            retain_until=_keep_until(request.loan.jurisdiction))
-        path, _ = self.outbox.write_once(f"queues/{queue}", request.idempotency_key, ".json",
-                                         json.dumps(payload, ensure_ascii=False, indent=2).encode())
+        kept = await self.outbox.keep(f"queues/{queue}", request.idempotency_key, ".json",
+                                      json.dumps(payload, ensure_ascii=False, indent=2).encode())
         self._logged("work_item_queued", request.idempotency_key, request.loan, created, queue=queue)
-        return WorkItem(item_id=item_id, queue=queue, location=str(path))
+        return WorkItem(item_id=item_id, queue=queue, location=str(kept.path))
 
     @activity.defn(name="create_call_task")
     async def create_call_task(self, request: WorkItemRequest) -> WorkItem:

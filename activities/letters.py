@@ -14,11 +14,10 @@ on A4 with fpdf2:
 - ``- `` lines are bullets; their indented continuation lines join the bullet;
 - every page has a footer with the reference and "Page n of N".
 
-One font sets every language: Noto Sans SC (SIL Open Font License 1.1), which covers Chinese,
-Latin, Greek, Cyrillic and the symbols letters use (— € £ ¥ “ ” •). It arrives with the PyPI
-package ``justmytype-intl-cjk`` as a variable font; :func:`cjk_font` instances it once to static
-Regular (400) and Bold (700) TrueType files in a cache folder. A character the font lacks is an
-error (:class:`MissingGlyphs`), never an empty box in a letter.
+One font sets every language: Noto Sans SC (SIL Open Font License 1.1), from the PyPI package
+``justmytype-intl-cjk``. :mod:`activities.fonts` cuts, for each letter, a small static font of just
+the characters it holds, at Regular and Bold, from glyphs instanced once per process; fpdf2 embeds
+it. A character the font lacks is an error (:class:`MissingGlyphs`), never an empty box in a letter.
 
 The same :class:`LetterDocument` always gives the same bytes: the PDF's creation date is the
 letter's date, and nothing else in the file depends on the clock (the ledger keeps the sha256).
@@ -26,28 +25,19 @@ letter's date, and nothing else in the file depends on the clock (the ledger kee
 
 from __future__ import annotations
 
-import hashlib
-import os
 import re
-import tempfile
-import threading
 import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import metadata, resources
-from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from fpdf import FPDF
 from fpdf.enums import Align, TableBordersLayout, XPos, YPos
 from fpdf.fonts import FontFace, TTFFont
 
-try:  # Serialises font preparation between worker processes; POSIX only (the project runs on Linux).
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None  # type: ignore[assignment]
+from activities.fonts import BOLD, REGULAR, letter_fonts
 
 # --------------------------------------------------------------------------------------------------
 # The document and its blocks
@@ -205,83 +195,12 @@ class MissingGlyphs(ValueError):
         more = f" and {len(characters) - 10} more" if len(characters) > 10 else ""
         super().__init__(f"the letter font has no glyph for {shown}{more}")
 
+    def __reduce__(self) -> tuple[type, tuple[list[str]]]:
+        # Raised in a rendering process and re-raised in the worker: pickled by its characters.
+        return MissingGlyphs, (self.characters,)
 
-FONT_PACKAGE = "justmytype_intl_cjk"
-FONT_DISTRIBUTION = "justmytype-intl-cjk"
-FONT_FILE = ("fonts", "ofl", "notosanssc", "NotoSansSC[wght].ttf")
+
 FONT_FAMILY = "NotoSansSC"
-_prepare_lock = threading.Lock()
-
-
-def _variable_font() -> Traversable:
-    source = resources.files(FONT_PACKAGE)
-    for part in FONT_FILE:
-        source = source / part
-    return source
-
-
-def cjk_font(fonts_dir: Path, *, weight: int = 400) -> Path:
-    """A static Noto Sans SC TrueType font of ``weight`` (400 Regular, 700 Bold) that fpdf2 can embed.
-
-    The first call instances the packaged variable font (about 15 s and 250 MB of memory per
-    weight) and writes the result atomically into ``fonts_dir``; later calls, in any process, reuse
-    that file. The file name carries the font package's and fontTools' versions, so an upgrade of
-    either prepares a fresh instance."""
-    from fontTools import version as fonttools_version
-
-    source = _variable_font()
-    tag = hashlib.sha256(
-        f"{FONT_DISTRIBUTION}={metadata.version(FONT_DISTRIBUTION)}|fonttools={fonttools_version}|"
-        f"{'/'.join(FONT_FILE)}|wght={weight}".encode()
-    ).hexdigest()[:12]
-    target = Path(fonts_dir) / f"{FONT_FAMILY}-{weight}-{tag}.ttf"
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with _prepare_lock, _file_lock(target.parent / f".{FONT_FAMILY}.lock"):
-        if target.exists():  # another thread or process prepared it while we waited
-            return target
-        with resources.as_file(source) as path:
-            _instance(path, weight, target)
-    return target
-
-
-def prepare_fonts(fonts_dir: Path) -> tuple[Path, Path]:
-    """Regular and Bold, prepared now (for a worker to call at start-up, off the event loop)."""
-    return cjk_font(fonts_dir, weight=400), cjk_font(fonts_dir, weight=700)
-
-
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    with open(path, "a+b") as handle:
-        if fcntl is not None:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            if fcntl is not None:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
-def _instance(source: Path, weight: int, target: Path) -> None:
-    from fontTools.ttLib import TTFont
-    from fontTools.varLib import instancer
-
-    # recalcTimestamp=False keeps head.modified from the source, so every machine prepares the same
-    # bytes and a letter's PDF (which embeds a subset) does not depend on when its font was made.
-    font = TTFont(source, recalcTimestamp=False)
-    instancer.instantiateVariableFont(font, {"wght": weight}, inplace=True, updateFontNames=True)
-    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            font.save(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, 0o644)  # mkstemp makes it private; the font is no secret
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------------------------------
@@ -402,6 +321,11 @@ class _Letter:
         pdf.set_auto_page_break(True, margin=BOTTOM)
         pdf.add_font(FONT_FAMILY, "", str(regular))
         pdf.add_font(FONT_FAMILY, "B", str(bold))
+        for font in pdf.fonts.values():
+            # The cut fonts carry every glyph's bounds already: fpdf2's subset of them is saved
+            # as it is instead of re-encoding every outline.
+            if isinstance(font, TTFFont):
+                font.ttfont.recalcBBoxes = False
         pdf.set_creation_date(_created(doc.date))
         pdf.set_title(_clean(doc.title))
         pdf.set_author(_clean(doc.sender))
@@ -587,11 +511,20 @@ class _PDF(FPDF):
         self._letter.footer()
 
 
-def render_pdf(doc: LetterDocument, *, fonts_dir: Path) -> bytes:
+def characters(doc: LetterDocument) -> str:
+    """Every character the letter may draw: its texts as given and as cleaned, the labels of its
+    language, digits (page numbers) and the marks the layout adds (bullet, ellipsis)."""
+    labels = _LABELS.get(doc.language, _LABELS["en"])
+    texts = [doc.title, doc.sender, *doc.recipient, doc.date, doc.reference, doc.body, *labels.values()]
+    given = "".join(texts)
+    return given + _clean(given) + "0123456789 •…"
+
+
+def render_pdf(doc: LetterDocument) -> bytes:
     """The letter as an A4 PDF; the same document always gives the same bytes.
 
-    Raises :class:`MissingGlyphs` if the text holds a character the font lacks. CPU-bound (about half
-    a second a letter, more on the first call, which prepares the fonts): call it off the event
-    loop, e.g. ``await asyncio.to_thread(render_pdf, doc, fonts_dir=...)``."""
-    regular, bold = prepare_fonts(fonts_dir)
-    return _Letter(doc, regular, bold).render()
+    Raises :class:`MissingGlyphs` if the text holds a character the font lacks. CPU-bound (about
+    20 ms a letter once the process has seen its characters): a worker runs it in its letter
+    processes (:class:`activities.letter_press.LetterPress`), never on the event loop."""
+    with letter_fonts().files(characters(doc)) as fonts:
+        return _Letter(doc, fonts[REGULAR], fonts[BOLD]).render()

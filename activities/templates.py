@@ -56,6 +56,13 @@ class TemplateBook:
             path = self.root / DEFAULT_LANGUAGE / f"{name}.txt"
         return path.read_text(encoding="utf-8")
 
+    def wording(self) -> str:
+        """Every template's and product name's text in every language, and printable ASCII: the
+        characters nearly every letter uses (a letter press instances their glyphs up front)."""
+        texts = [self.source(name, language) for language in self.languages() for name in sorted(self.names(language))]
+        texts += [name for language in self.languages() for name in self._products(language).values()]
+        return "".join(texts) + "".join(map(chr, range(0x20, 0x7F)))
+
     def product_name(self, product: str, jurisdiction: str) -> str:
         """The product as the borrower's language names it (``templates/<lang>/products.toml``)."""
         names = self._products(language_for(jurisdiction))

@@ -16,13 +16,30 @@ def project_root() -> Path:
     return source if (source / "strategies").is_dir() else Path.cwd()
 
 
-def default_fonts_dir(env: dict[str, str] | None = None) -> Path:
-    """A per-user cache (like pip's): every data folder and test on the machine shares one copy."""
-    env = dict(os.environ if env is None else env)
-    if env.get("ARREARS_FONTS_DIR"):
-        return Path(env["ARREARS_FONTS_DIR"])
-    cache = Path(env["XDG_CACHE_HOME"]) if env.get("XDG_CACHE_HOME") else Path.home() / ".cache"
-    return cache / "arrears" / "fonts"
+def _number(env: dict[str, str], name: str, default: int, minimum: int) -> int:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{name}: {text!r} is not a whole number") from None
+    if value < minimum:
+        raise ValueError(f"{name}: must be at least {minimum}, not {value}")
+    return value
+
+
+def _rate(env: dict[str, str], name: str) -> float | None:
+    text = env.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{name}: {text!r} is not a number (messages per second)") from None
+    if not value > 0:
+        raise ValueError(f"{name}: must be more than 0 messages per second, not {text}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -40,8 +57,18 @@ class Settings:
     sms_from: str = "ARREARS"
     field_agents: list[str] = field(default_factory=lambda: [f"field-{n:02d}" for n in range(1, 7)])
     root: Path = field(default_factory=project_root)
-    # The static CJK fonts letters are set in, prepared once per machine from the font package.
-    fonts_dir: Path = field(default_factory=lambda: default_fonts_dir())
+    # What one worker process takes on at once (worker.py): activity slots on the cases' queue
+    # (call tasks, visits, hand-offs, the audit trail) and on each channel's queue, processes that
+    # render letters (one letter each at a time), workflow tasks and cached cases.
+    activity_slots: int = 32
+    sms_slots: int = 16
+    email_slots: int = 16
+    letter_processes: int = field(default_factory=lambda: os.cpu_count() or 1)
+    workflow_slots: int = 16
+    workflow_cache: int = 10_000
+    # Providers' rate limits (messages per second), applied to the channel's task queue by the server.
+    sms_rate: float | None = None
+    email_rate: float | None = None
     # `id:base64key,...` (first encrypts, all decrypt); never printed with the settings.
     payload_keys: str | None = field(default=None, repr=False)
 
@@ -62,7 +89,14 @@ class Settings:
             contact_point=env.get("ARREARS_CONTACT_POINT", cls.contact_point),
             email_from=env.get("ARREARS_EMAIL_FROM", cls.email_from),
             sms_from=env.get("ARREARS_SMS_FROM", cls.sms_from),
-            fonts_dir=default_fonts_dir(env),
+            activity_slots=_number(env, "ARREARS_ACTIVITY_SLOTS", cls.activity_slots, 1),
+            sms_slots=_number(env, "ARREARS_SMS_SLOTS", cls.sms_slots, 1),
+            email_slots=_number(env, "ARREARS_EMAIL_SLOTS", cls.email_slots, 1),
+            letter_processes=_number(env, "ARREARS_LETTER_PROCESSES", os.cpu_count() or 1, 0),
+            workflow_slots=_number(env, "ARREARS_WORKFLOW_SLOTS", cls.workflow_slots, 2),
+            workflow_cache=_number(env, "ARREARS_WORKFLOW_CACHE", cls.workflow_cache, 0),
+            sms_rate=_rate(env, "ARREARS_SMS_RATE"),
+            email_rate=_rate(env, "ARREARS_EMAIL_RATE"),
             payload_keys=env.get("ARREARS_PAYLOAD_KEYS") or None,
             **({"field_agents": [a.strip() for a in agents.split(",") if a.strip()]} if agents else {}),
         )
@@ -79,6 +113,11 @@ class Settings:
     def ledger_url(self) -> str:
         """The case ledger's database: ARREARS_DATABASE_URL, or SQLite under the data folder."""
         return self.database_url or f"sqlite:///{self.data_dir / 'arrears.db'}"
+
+    @property
+    def ledger_connections(self) -> int:
+        """The worker's ledger pool: one connection per activity slot, so none ever waits for one."""
+        return self.activity_slots + self.sms_slots + self.email_slots + max(1, self.letter_processes)
 
     @property
     def strategies_dir(self) -> Path:

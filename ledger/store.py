@@ -4,20 +4,50 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
-from collections.abc import Iterable, Sequence
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
-from sqlalchemy import delete, literal, select, update
+from sqlalchemy import delete, event, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from ledger.schema import TABLES, case_events, contact_attempts, work_items
 
 ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg"}
+# Connections a ledger keeps by default (a command, an agent). A worker sizes its pool to its
+# activity slots instead: each activity holds at most one connection, for one statement at a
+# time, so no activity ever waits for one.
+DEFAULT_POOL = 5
+# How long a write waits for another *process's* write on SQLite (the busy timeout). Writes take
+# milliseconds; within a process they queue on the ledger's writer lock and never get here.
+SQLITE_BUSY_SECONDS = 15.0
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _to_completion(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Run a ledger operation to its end even if the activity awaiting it is cancelled (a timeout,
+    a worker shutting down): a cancellation in the middle of a transaction must not strand a
+    connection, or SQLite's one write lock, while the pool waits for it to come back."""
+
+    @functools.wraps(method)
+    async def guarded(*args: P.args, **kwargs: P.kwargs) -> T:
+        task = asyncio.ensure_future(method(*args, **kwargs))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            # The operation finishes on its own; nobody awaits its answer any more.
+            task.add_done_callback(lambda done: done.cancelled() or done.exception())
+            raise
+
+    return guarded
 
 
 class LedgerError(RuntimeError):
@@ -79,17 +109,26 @@ def _now() -> datetime:
 class Ledger:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        # SQLite has one writer at a time. This process's writers take turns here, for the
+        # milliseconds a write takes, instead of meeting "database is locked" in the driver.
+        self._writer = asyncio.Lock() if self.dialect == "sqlite" else None
+        self._writes = engine.execution_options(ledger_write=True)
 
     @classmethod
-    def connect(cls, url: str, *, schema: str | None = None) -> "Ledger":
-        """An engine for ``url``; on PostgreSQL, ``schema`` puts the tables in that schema."""
+    def connect(cls, url: str, *, schema: str | None = None, pool_size: int = DEFAULT_POOL) -> "Ledger":
+        """An engine for ``url`` holding at most ``pool_size`` connections (never more: a pool
+        that overflows only moves the queue into the database); on PostgreSQL, ``schema`` puts
+        the tables in that schema."""
         target = async_url(url)
-        options: dict[str, Any] = {}
+        options: dict[str, Any] = {"pool_size": pool_size, "max_overflow": 0}
         if target.startswith("sqlite"):
-            options["connect_args"] = {"timeout": 30}
+            options["connect_args"] = {"timeout": SQLITE_BUSY_SECONDS}
         elif schema is not None:
             options["connect_args"] = {"server_settings": {"search_path": schema}}
-        return cls(create_async_engine(target, **options))
+        engine = create_async_engine(target, **options)
+        if engine.dialect.name == "sqlite":
+            _sqlite_writes_take_turns(engine)
+        return cls(engine)
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -100,6 +139,17 @@ class Ledger:
 
     def _insert(self, table: Any) -> Any:
         return (postgresql.insert(table) if self.dialect == "postgresql" else sqlite.insert(table))
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        """One write transaction: on SQLite, this process's only one at the time, begun IMMEDIATE
+        (it takes the write lock first, so it never fails half-way on another writer)."""
+        if self._writer is None:
+            async with self.engine.begin() as connection:
+                yield connection
+            return
+        async with self._writer, self._writes.begin() as connection:
+            yield connection
 
     async def migrate(self) -> None:
         """Bring the schema to the newest migration (Alembic), creating the SQLite folder first.
@@ -115,22 +165,23 @@ class Ledger:
             with lock.open("a") as handle:
                 await asyncio.to_thread(fcntl.flock, handle, fcntl.LOCK_EX)
                 try:
-                    async with self.engine.begin() as connection:
+                    async with self._write() as connection:
                         await connection.run_sync(upgrade_connection)
                 finally:
                     fcntl.flock(handle, fcntl.LOCK_UN)
             return
-        async with self.engine.begin() as connection:
+        async with self._write() as connection:
             await connection.run_sync(upgrade_connection)
 
     # -- contact attempts: exactly once ---------------------------------------------------
+    @_to_completion
     async def claim(self, key: str, *, loan_id: str, jurisdiction: str, channel: str, template: str | None,
                     retain_until: date) -> Attempt:
         """Claim ``key`` before touching the world. A key seen before returns its earlier attempt:
         "sent" (do nothing again, here is the receipt) or "sending"/"failed" (another try)."""
         values = dict(idempotency_key=key, loan_id=loan_id, jurisdiction=jurisdiction, channel=channel,
                       template=template, state="sending", tries=1, created_at=_now(), retain_until=retain_until)
-        async with self.engine.begin() as connection:
+        async with self._write() as connection:
             inserted = await connection.execute(
                 self._insert(contact_attempts).values(**values).on_conflict_do_nothing(
                     index_elements=["idempotency_key"]))
@@ -154,17 +205,20 @@ class Ledger:
                     select(contact_attempts).where(contact_attempts.c.idempotency_key == key))).one()
             return Attempt(key, "sent", row.tries, row.provider_message_id, row.location, row.sha256)
 
+    @_to_completion
     async def sent(self, key: str, *, message_id: str, location: str | None = None, sha256: str | None = None) -> None:
-        async with self.engine.begin() as connection:
+        async with self._write() as connection:
             await connection.execute(update(contact_attempts).where(contact_attempts.c.idempotency_key == key).values(
                 state="sent", provider_message_id=message_id, location=location, sha256=sha256,
                 completed_at=_now()))
 
+    @_to_completion
     async def failed(self, key: str, reason: str) -> None:
-        async with self.engine.begin() as connection:
+        async with self._write() as connection:
             await connection.execute(update(contact_attempts).where(contact_attempts.c.idempotency_key == key)
                                      .values(state="failed", reason=_fit(reason, 2000), completed_at=_now()))
 
+    @_to_completion
     async def attempts(self, loan_id: str | None = None) -> list[dict[str, Any]]:
         query = select(contact_attempts).order_by(contact_attempts.c.id)
         if loan_id is not None:
@@ -173,6 +227,7 @@ class Ledger:
             return [dict(row._mapping) for row in await connection.execute(query)]
 
     # -- the audit trail: append only ----------------------------------------------------------
+    @_to_completion
     async def record_events(self, loan_id: str, workflow_id: str, events: Iterable[dict[str, Any]],
                             retain_until: date) -> int:
         """Append the case's events (each with its ``seq``); ones already there are left alone.
@@ -188,12 +243,13 @@ class Ledger:
                 for e in events]
         if not rows:
             return 0
-        async with self.engine.begin() as connection:
+        async with self._write() as connection:
             added = await connection.execute(
                 self._insert(case_events).values(rows)
                 .on_conflict_do_nothing(index_elements=["loan_id", "seq"]).returning(case_events.c.seq))
             return len(added.all())
 
+    @_to_completion
     async def events(self, loan_id: str) -> list[dict[str, Any]]:
         async with self.engine.connect() as connection:
             result = await connection.execute(
@@ -201,10 +257,11 @@ class Ledger:
             return [dict(row._mapping) for row in result]
 
     # -- work queues ------------------------------------------------------------------------
+    @_to_completion
     async def add_work(self, key: str, *, loan_id: str, workflow_id: str, queue: str, payload: dict[str, Any],
                        assigned_to: str | None, retain_until: date) -> tuple[WorkItemRow, bool]:
         """Put one item on a queue, once per key; returns the item and whether it is new."""
-        async with self.engine.begin() as connection:
+        async with self._write() as connection:
             inserted = await connection.execute(self._insert(work_items).values(
                 item_key=key, loan_id=loan_id, workflow_id=workflow_id, queue=queue, state="open",
                 assigned_to=assigned_to, payload=payload, created_at=_now(), retain_until=retain_until,
@@ -212,6 +269,7 @@ class Ledger:
             row = (await connection.execute(select(work_items).where(work_items.c.item_key == key))).one()
         return _work(row), inserted.rowcount == 1
 
+    @_to_completion
     async def open_work(self, queue: str, *, assigned_to: str | None = None, limit: int = 100) -> list[WorkItemRow]:
         query = (select(work_items).where(work_items.c.queue == queue, work_items.c.state == "open")
                  .order_by(work_items.c.id).limit(limit))
@@ -222,6 +280,7 @@ class Ledger:
         async with self.engine.connect() as connection:
             return [_work(row) for row in await connection.execute(query)]
 
+    @_to_completion
     async def work_item(self, key: str) -> WorkItemRow:
         async with self.engine.connect() as connection:
             row = (await connection.execute(select(work_items).where(work_items.c.item_key == key))).one_or_none()
@@ -229,10 +288,11 @@ class Ledger:
             raise LedgerError(f"work item {key!r}: no such item")
         return _work(row)
 
+    @_to_completion
     async def complete_work(self, key: str, *, outcome: str, reported_by: str, state: str = "done") -> WorkItemRow:
         """Close an open item with its outcome. Closing it again with the same outcome is a no-op;
         with another one it is refused, naming the item."""
-        async with self.engine.begin() as connection:
+        async with self._write() as connection:
             # Only an item still open is closed: of two reports at once, the second finds it closed.
             closed = await connection.execute(update(work_items).where(
                 work_items.c.item_key == key, work_items.c.state == "open").values(
@@ -245,14 +305,34 @@ class Ledger:
         return _work(row)
 
     # -- retention --------------------------------------------------------------------------
+    @_to_completion
     async def purge_expired(self, today: date) -> dict[str, int]:
         """Delete what is past its jurisdiction's retention; the only deletion the ledger makes."""
         removed = {}
-        async with self.engine.begin() as connection:
+        async with self._write() as connection:
             for table in TABLES:
                 result = await connection.execute(delete(table).where(table.c.retain_until < today))
                 removed[table.name] = result.rowcount
         return removed
+
+
+def _sqlite_writes_take_turns(engine: AsyncEngine) -> None:
+    """SQLite set up for a worker's many short transactions: write-ahead logging (readers and the
+    writer never block each other), a busy timeout (another process's write is waited for, not
+    failed on), and SQLAlchemy beginning each transaction itself, IMMEDIATE for writes."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # the driver's own implicit BEGIN is off: see _on_begin
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_SECONDS * 1000)}")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        write = connection.get_execution_options().get("ledger_write")
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
 def _clean(value: Any) -> Any:

@@ -17,18 +17,17 @@ import pytest
 import pytest_asyncio
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
-from activities.letters import prepare_fonts
+
 from activities.templates import TemplateBook
 from domain.loan import Loan
 from domain.strategy import Strategy
 from infra.client import data_converter
 from infra.compliance import load_profiles
 from infra.search_attributes import ensure_search_attributes
-from infra.settings import Settings, default_fonts_dir
+from infra.settings import Settings
 from infra.strategies import load_strategy
-from worker import build_activities, build_worker
+from worker import Workers, build_activities, build_worker
 from workflows.inputs import CaseInput, case_workflow_id
 from workflows.loan_collection import LoanCollectionWorkflow
 
@@ -42,7 +41,8 @@ pytest_plugins = ["tests.ledger_fixtures", "tests.mail_server"]
 
 
 def settings_for(data_dir: Path) -> Settings:
-    return Settings(data_dir=data_dir)
+    # Letters render in a thread: a test's worker needs no processes of its own to print a few.
+    return Settings(data_dir=data_dir, letter_processes=0)
 
 
 PROFILES = load_profiles()
@@ -107,20 +107,13 @@ def address(dev_server: WorkflowEnvironment) -> str:
     return dev_server.client.service_client.config.target_host
 
 
-@pytest.fixture(scope="session", autouse=True)
-def letter_fonts() -> Path:
-    """Letters are set in fonts prepared once per machine (about 30 s the first time): do it before
-    any case issues a letter, not inside a letter activity's timeout."""
-    return prepare_fonts(default_fonts_dir())[0].parent
-
-
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
 @pytest_asyncio.fixture(loop_scope="module")
-async def worker(env: WorkflowEnvironment, data_dir: Path, request: pytest.FixtureRequest) -> AsyncIterator[Worker]:
+async def worker(env: WorkflowEnvironment, data_dir: Path, request: pytest.FixtureRequest) -> AsyncIterator[Workers]:
     """A worker on the case ledger in SQLite under ``data_dir``; tests that read the ledger run on
     both databases with ``@pytest.mark.parametrize("worker", BACKENDS, indirect=True)``."""
     from tests.ledger_fixtures import drop_ledger, open_ledger  # a plugin module: imported once pytest has it
@@ -140,7 +133,7 @@ async def worker(env: WorkflowEnvironment, data_dir: Path, request: pytest.Fixtu
             await drop_ledger(ledger)
 
 
-async def start_case(client: Client, worker: Worker, loan: Loan | None = None,
+async def start_case(client: Client, worker: Workers, loan: Loan | None = None,
                      strat: Strategy | None = None, **input_fields: Any) -> WorkflowHandle:
     loan = loan or make_loan()
     input_fields.setdefault("compliance", NO_RULES)

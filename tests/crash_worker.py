@@ -17,9 +17,7 @@ from pathlib import Path
 from activities.channels import CollectionActivities
 from activities.models import ContactReceipt, ContactRequest
 from infra.settings import Settings
-from temporalio.worker import Worker
-
-from worker import WORKFLOWS, build_activities
+from worker import build_activities, build_worker
 
 
 class DiesAfterTheProvider(CollectionActivities):
@@ -34,14 +32,13 @@ async def main(address: str, task_queue: str, data_dir: str) -> None:
                         database_url=os.environ.get("ARREARS_DATABASE_URL", ""))
     base = build_activities(settings)
     crashing = DiesAfterTheProvider(ledger=base.ledger, outbox=base.outbox, templates=base.templates,
-                                    sender=base.sender, field_agents=base.field_agents, fonts_dir=base.fonts_dir)
+                                    sender=base.sender, field_agents=base.field_agents, press=base.press)
     from infra.client import connect
 
     client = await connect(settings)
     # No sticky cache: the case's next workflow task goes to the shared queue, where the
     # replacement worker finds it (the test server does not fall back from a dead sticky queue).
-    async with Worker(client, task_queue=task_queue, workflows=WORKFLOWS, activities=crashing.all(),
-                      max_cached_workflows=0):
+    async with build_worker(client, settings, task_queue=task_queue, activities=crashing, max_cached_workflows=0):
         await asyncio.Event().wait()
 
 

@@ -51,7 +51,7 @@ class Counting(CollectionActivities):
     def __init__(self, base: CollectionActivities, *, lose_first_answer: bool = False,
                  provider_down_first: bool = False) -> None:
         super().__init__(ledger=base.ledger, outbox=base.outbox, templates=base.templates, sender=base.sender,
-                         field_agents=base.field_agents, fonts_dir=base.fonts_dir)
+                         field_agents=base.field_agents, press=base.press)
         self.delivered: list[str] = []
         self.lose_first_answer = lose_first_answer
         self.provider_down_first = provider_down_first

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import io
 import re
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -14,9 +13,9 @@ import pytest
 from fontTools.ttLib import TTFont
 from pypdf import PdfReader
 
-from activities import letters
+from activities.fonts import BOLD, REGULAR, letter_fonts, variable_font
 from activities.letters import (
-    Bullets, Heading, Items, LetterDocument, Letterhead, MissingGlyphs, Paragraph, cjk_font, parse_blocks,
+    Bullets, Heading, Items, LetterDocument, Letterhead, MissingGlyphs, Paragraph, characters, parse_blocks,
     render_pdf, wrap,
 )
 from activities.templates import TemplateBook
@@ -24,12 +23,6 @@ from activities.templates import TemplateBook
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = TemplateBook(ROOT / "templates")
 DATE = "2026-03-02"
-
-
-@pytest.fixture(scope="session")
-def fonts_dir(letter_fonts: Path) -> Path:
-    """The machine's font cache (tests/conftest.py prepares it once per session)."""
-    return letter_fonts
 
 
 def values(currency: str) -> dict[str, str]:
@@ -177,55 +170,85 @@ def test_wrap_keeps_words_amounts_and_phone_numbers_together():
 # the font
 
 
-def test_cjk_font_is_static_noto_sans_sc_and_cached(fonts_dir: Path, monkeypatch: pytest.MonkeyPatch):
-    regular, bold = cjk_font(fonts_dir), cjk_font(fonts_dir, weight=700)
-    assert regular.parent == fonts_dir and regular != bold
-    for path, weight, style in ((regular, 400, "Regular"), (bold, 700, "Bold")):
-        font = TTFont(path, lazy=True)
-        assert "fvar" not in font and "gvar" not in font and "glyf" in font  # static TrueType
-        assert font["name"].getDebugName(1) == "Noto Sans SC"
-        assert font["name"].getDebugName(2) == style
-        assert font["OS/2"].usWeightClass == weight
-        cmap = font.getBestCmap()
-        assert all(ord(ch) in cmap for ch in "律师函您的权利：，。—€£¥US$1,234.56•")
-    # A second call reuses the file: it does not instance again nor rewrite it.
-    stamp = regular.stat().st_mtime_ns
-
-    def no_instancing(*args, **kwargs):
-        raise AssertionError("the cached font should have been reused")
-
-    monkeypatch.setattr(letters, "_instance", no_instancing)
-    assert cjk_font(fonts_dir) == regular
-    assert regular.stat().st_mtime_ns == stamp
-    assert not list(fonts_dir.glob("*.tmp"))
-    # The font and its licence come with the pip package, located through the package itself.
-    source = letters._variable_font()
-    assert source.is_file() and "SIL Open Font License" in (source.parent / "OFL.txt").read_text()
+SAMPLE = "律师函您的权利：，。—€£¥US$1,234.56•“”é Zhang San 王芳"
 
 
-def test_cjk_font_is_prepared_once_however_many_ask(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    calls: list[int] = []
+def _instanced_by_fonttools(weight: int) -> TTFont:
+    """The reference: fontTools' instancer on the variable font, subset to SAMPLE first (the
+    whole font would take half a minute)."""
+    from fontTools import subset
+    from fontTools.varLib import instancer
 
-    def fake_instance(source: Path, weight: int, target: Path) -> None:
-        calls.append(weight)
-        time.sleep(0.2)  # long enough for the other threads to find no file yet
-        target.write_bytes(b"font")
+    with io.BytesIO(variable_font().read_bytes()) as source:
+        font = TTFont(source)
+    subsetter = subset.Subsetter(subset.Options(glyph_names=True, notdef_outline=True, hinting=False,
+                                                drop_tables=["GSUB", "GPOS", "GDEF", "BASE"]))
+    subsetter.populate(unicodes={ord(ch) for ch in SAMPLE})
+    subsetter.subset(font)
+    static = instancer.instantiateVariableFont(font, {"wght": weight})
+    saved = io.BytesIO()
+    static.save(saved)  # as a static font file has it: coordinates rounded to the grid
+    return TTFont(io.BytesIO(saved.getvalue()))
 
-    monkeypatch.setattr(letters, "_instance", fake_instance)
-    folder = tmp_path / "fonts"  # created on demand
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        paths = set(pool.map(lambda _: cjk_font(folder, weight=700), range(4)))
-    assert calls == [700] and len(paths) == 1 and next(iter(paths)).read_bytes() == b"font"
-    assert cjk_font(folder, weight=700) in paths and calls == [700]
+
+@pytest.mark.parametrize("weight", [REGULAR, BOLD])
+def test_glyphs_instanced_one_by_one_are_the_instancers_outlines_and_widths(weight: int):
+    ours = TTFont(io.BytesIO(letter_fonts().cut(SAMPLE, weight)))
+    reference = _instanced_by_fonttools(weight)
+    ref_cmap, ref_glyf, ref_hmtx = reference.getBestCmap(), reference["glyf"], reference["hmtx"]
+    our_cmap, our_glyf, our_hmtx = ours.getBestCmap(), ours["glyf"], ours["hmtx"]
+    assert set(our_cmap) == {ord(ch) for ch in SAMPLE}
+    for codepoint in our_cmap:
+        mine, theirs = our_glyf[our_cmap[codepoint]], ref_glyf[ref_cmap[codepoint]]
+        assert our_hmtx[our_cmap[codepoint]][0] == ref_hmtx[ref_cmap[codepoint]][0], chr(codepoint)
+        # Components are drawn into the outline: compare the points as drawn.
+        assert (list(mine.getCoordinates(our_glyf)[0]) == list(theirs.getCoordinates(ref_glyf)[0])), chr(codepoint)
+
+
+def test_a_cut_font_is_a_static_noto_sans_sc_with_just_the_characters_asked_for():
+    for weight, style in ((REGULAR, "Regular"), (BOLD, "Bold")):
+        font = TTFont(io.BytesIO(letter_fonts().cut("律师函 abc", weight)))
+        assert "fvar" not in font and "gvar" not in font and "glyf" in font
+        assert font["name"].getDebugName(1) == "Noto Sans SC" and font["name"].getDebugName(2) == style
+        assert "SIL Open Font License" in font["name"].getDebugName(13)
+        assert font["OS/2"].usWeightClass == weight and bool(font["head"].macStyle & 1) == (weight == BOLD)
+        assert set(font.getBestCmap()) == {ord(ch) for ch in "律师函 abc"}
+        assert font.getGlyphOrder()[0] == ".notdef"
+    # A character the font lacks is left out (fpdf2 then reports it), never mapped to a box.
+    assert set(TTFont(io.BytesIO(letter_fonts().cut("a😀", REGULAR))).getBestCmap()) == {ord("a")}
+    # Cut twice, the same bytes.
+    assert letter_fonts().cut("律师函", BOLD) == letter_fonts().cut("律师函", BOLD)
+
+
+def test_letters_need_no_prepared_fonts_and_leave_nothing_behind(tmp_path: Path):
+    """No font cache: a fresh process renders its first letter straight from the font package, and
+    the fonts cut for a letter live only in a temporary folder that is gone afterwards."""
+    import subprocess
+    import sys
+    import tempfile
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    home = tmp_path / "home"
+    home.mkdir()
+    code = ("from tests.test_letters import letter; from activities.letters import render_pdf; "
+            "import sys; sys.stdout.buffer.write(render_pdf(letter('zh')))")
+    env = {**__import__("os").environ, "HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache"),
+           "TMPDIR": str(scratch)}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert "律师函" in page_text(read(done.stdout))[0]
+    assert not list(home.rglob("*")) and not list(scratch.iterdir())
+    assert not list(Path(tempfile.gettempdir()).glob("arrears-letter-fonts-*"))
 
 
 # --------------------------------------------------------------------------------------------------
 # the PDF
 
 
-def test_english_legal_letter_pdf(fonts_dir: Path):
+def test_english_legal_letter_pdf():
     doc = letter("en")
-    reader = read(render_pdf(doc, fonts_dir=fonts_dir))
+    reader = read(render_pdf(doc))
     assert len(reader.pages) == 1
     assert reader.pages[0].mediabox.width == pytest.approx(595.28, abs=0.1)  # A4
     assert reader.pages[0].mediabox.height == pytest.approx(841.89, abs=0.1)
@@ -243,9 +266,9 @@ def test_english_legal_letter_pdf(fonts_dir: Path):
     assert reader.metadata["/CreationDate"] == "D:20260302000000Z"
 
 
-def test_chinese_legal_letter_pdf(fonts_dir: Path):
+def test_chinese_legal_letter_pdf():
     doc = letter("zh")
-    text = page_text(read(render_pdf(doc, fonts_dir=fonts_dir)))[0]
+    text = page_text(read(render_pdf(doc)))[0]
     for sentence in (
         "律师函（诉前通知）——尾号1234的personal loan账户", "Arrears Demo Bank 法务部", f"日期：{DATE}",
         "尊敬的客户：", "经我方多次提醒，您的账户仍处于逾期状态。现将欠款情况及您的选择告知如下：",
@@ -276,8 +299,8 @@ def assert_whole_letter_shown(doc: LetterDocument, text: str) -> None:
             assert line.replace(" ", "") in flat.replace(" ", ""), line
 
 
-def test_fonts_embedded_are_noto_sans_sc_with_every_glyph(fonts_dir: Path):
-    reader = read(render_pdf(letter("zh"), fonts_dir=fonts_dir))
+def test_fonts_embedded_are_noto_sans_sc_with_every_glyph():
+    reader = read(render_pdf(letter("zh")))
     page = reader.pages[0]
     text = page.extract_text()
     fonts = [ref.get_object() for ref in page["/Resources"]["/Font"].values()]
@@ -294,14 +317,14 @@ def test_fonts_embedded_are_noto_sans_sc_with_every_glyph(fonts_dir: Path):
     assert {ch for ch in text if not ch.isspace() and ord(ch) not in covered} == set()
 
 
-def test_headings_and_title_are_bold_and_amounts_right_aligned(fonts_dir: Path):
-    reader = read(render_pdf(letter("zh"), fonts_dir=fonts_dir))
+def test_headings_and_title_are_bold_and_amounts_right_aligned():
+    reader = read(render_pdf(letter("zh")))
     found = runs(reader)
     assert run(found, "您的权利：")[3].endswith("NotoSansSCBold")
     assert run(found, "律师函（诉前通知）——尾号1234的personal loan账户")[3].endswith("NotoSansSCBold")
     assert run(found, "尊敬的客户：")[3].endswith("NotoSansSC")
     # A two-column table: each amount on its label's line, further right, right edges aligned.
-    regular = TTFont(cjk_font(fonts_dir), lazy=True)
+    regular = TTFont(io.BytesIO(letter_fonts().cut(characters(letter("zh")), REGULAR)))
 
     def right_edge(r) -> float:
         cmap, hmtx = regular.getBestCmap(), regular["hmtx"]
@@ -317,21 +340,21 @@ def test_headings_and_title_are_bold_and_amounts_right_aligned(fonts_dir: Path):
     assert max(edges) - min(edges) < 0.5, edges
 
 
-def test_validation_notices_render(fonts_dir: Path):
+def test_validation_notices_render():
     for language in ("en", "zh"):
         doc = letter(language, "validation_notice")
-        text = page_text(read(render_pdf(doc, fonts_dir=fonts_dir)))[0]
+        text = page_text(read(render_pdf(doc)))[0]
         assert doc.title in text and "Zhang San" in text
         assert_whole_letter_shown(doc, text)
         assert re.search(r"\s+(USD|CNY) 23,650\.00", text)
 
 
-def test_long_letter_paginates_with_footers_on_every_page(fonts_dir: Path):
+def test_long_letter_paginates_with_footers_on_every_page():
     paragraph = "经我方多次提醒，您的账户仍处于逾期状态。请于本函发出之日起15日内归还逾期金额（CNY 1,234.56）。" * 3
     bullet = "- 如您对本债务全部或部分有异议，可在15日内书面或致电+1 555 0100提出，核实期间我们将暂停催收。\n  续行。"
     section = f"{paragraph}\n\n  逾期金额：    CNY 1,234.56\n  逾期天数：    45\n\n您的权利：\n" + "\n".join([bullet] * 5)
     doc = letter("zh", body="Arrears Demo Bank 法务部     日期：2026-03-02\n\n" + "\n\n".join([section] * 8))
-    reader = read(render_pdf(doc, fonts_dir=fonts_dir))
+    reader = read(render_pdf(doc))
     pages = page_text(reader)
     assert len(pages) >= 3
     for number, text in enumerate(pages, start=1):
@@ -348,25 +371,32 @@ def test_long_letter_paginates_with_footers_on_every_page(fonts_dir: Path):
         assert all(r[2] > footer_y + 20 for r in found if not r[0].startswith(("第 ", "参考")))
 
 
-def test_same_letter_same_bytes(fonts_dir: Path):
-    first, second = render_pdf(letter("zh"), fonts_dir=fonts_dir), render_pdf(letter("zh"), fonts_dir=fonts_dir)
+def test_letters_rendered_in_threads_at_once_come_out_whole():
+    documents = [letter("zh"), letter("en"), letter("zh", recipient=["李雷", "北京市海淀区"]), letter("en")] * 2
+    expected = [render_pdf(doc) for doc in documents]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert list(pool.map(render_pdf, documents)) == expected
+
+
+def test_same_letter_same_bytes():
+    first, second = render_pdf(letter("zh")), render_pdf(letter("zh"))
     assert first == second
     assert hashlib.sha256(first).hexdigest() == hashlib.sha256(second).hexdigest()
-    later = render_pdf(letter("zh", date="2026-03-03"), fonts_dir=fonts_dir)
+    later = render_pdf(letter("zh", date="2026-03-03"))
     assert later != first and read(later).metadata["/CreationDate"] == "D:20260303000000Z"
 
 
-def test_missing_glyph_is_an_error(fonts_dir: Path):
+def test_missing_glyph_is_an_error():
     with pytest.raises(MissingGlyphs) as raised:
-        render_pdf(letter("en", recipient=["Zhang San 😀", "Address"]), fonts_dir=fonts_dir)
+        render_pdf(letter("en", recipient=["Zhang San 😀", "Address"]))
     assert raised.value.characters == ["😀"]
     with pytest.raises(MissingGlyphs):
-        render_pdf(letter("en", reference="नमस्ते"), fonts_dir=fonts_dir)  # footer text is checked too
+        render_pdf(letter("en", reference="नमस्ते"))  # footer text is checked too
 
 
-def test_recipient_lines_and_invisible_characters(fonts_dir: Path):
+def test_recipient_lines_and_invisible_characters():
     doc = letter("fr", recipient=["Jane\u200b Doe", "12 High Street, Springfield\nIL 62701"], body="Dear customer,\n")
-    text = page_text(read(render_pdf(doc, fonts_dir=fonts_dir)))[0]
+    text = page_text(read(render_pdf(doc)))[0]
     lines = text.splitlines()
     assert "Jane Doe" in lines and "12 High Street, Springfield" in lines and "IL 62701" in lines
     assert "Dear customer," in lines

@@ -7,11 +7,10 @@ from datetime import timedelta
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
-from temporalio.worker import Worker
 
 from activities.models import ContactReceipt, ContactRequest
 from tests.conftest import events, make_loan, settings_for, start_case, status
-from worker import WORKFLOWS, build_activities
+from worker import build_activities, build_worker
 
 ATTEMPTS: list[str] = []
 
@@ -25,8 +24,8 @@ async def sms_provider_refuses(request: ContactRequest) -> ContactReceipt:
 async def test_a_non_retryable_channel_failure_is_recorded_and_the_case_carries_on(env, data_dir):
     real = build_activities(settings_for(data_dir)).all()
     activities = [a for a in real if getattr(a, "__temporal_activity_definition").name != "send_sms"]
-    async with Worker(env.client, task_queue=f"tq-{uuid.uuid4().hex}", workflows=WORKFLOWS,
-                      activities=[*activities, sms_provider_refuses]) as worker:
+    async with build_worker(env.client, settings_for(data_dir), task_queue=f"tq-{uuid.uuid4().hex}",
+                            activities=[*activities, sms_provider_refuses]) as worker:
         handle = await start_case(env.client, worker)
         await env.sleep(timedelta(days=3))
         state = await status(handle)
@@ -53,8 +52,8 @@ async def letter_printer_jams_twice(request: ContactRequest) -> ContactReceipt:
 async def test_the_legal_letter_is_retried_until_it_is_issued(env, data_dir):
     real = build_activities(settings_for(data_dir)).all()
     activities = [a for a in real if getattr(a, "__temporal_activity_definition").name != "issue_letter"]
-    async with Worker(env.client, task_queue=f"tq-{uuid.uuid4().hex}", workflows=WORKFLOWS,
-                      activities=[*activities, letter_printer_jams_twice]) as worker:
+    async with build_worker(env.client, settings_for(data_dir), task_queue=f"tq-{uuid.uuid4().hex}",
+                            activities=[*activities, letter_printer_jams_twice]) as worker:
         handle = await start_case(env.client, worker, make_loan(days_past_due=95))
         await env.sleep(timedelta(days=1))
         state = await status(handle)

@@ -21,6 +21,17 @@ def case_workflow_id(loan_id: str) -> str:
     return f"loan-{loan_id}"
 
 
+# Messages and letters go to task queues of their own beside the case's (``collections-sms``,
+# ``collections-email``, ``collections-letters``): a worker gives each the slots it can finish,
+# letters one per rendering process, and a provider's rate limit applies to its queue alone.
+CHANNEL_QUEUES = {"sms": "sms", "email": "email", "letter": "letters"}
+
+
+def channel_queue(case_queue: str, channel: str) -> str:
+    """The task queue of ``channel``'s activities for cases on ``case_queue``."""
+    return f"{case_queue}-{CHANNEL_QUEUES[channel]}"
+
+
 class CaseInput(BaseModel):
     """Start a case: the loan and its whole strategy; ``state`` when continuing as new."""
 

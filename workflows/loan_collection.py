@@ -26,7 +26,9 @@ with workflow.unsafe.imports_passed_through():
     from domain.stages import Channel
     from domain.status import status
     from workflows import search_attributes as sa
-    from workflows.inputs import ACTIVITY_TIMEOUT, CONTACT_RETRY, ESSENTIAL_RETRY, CaseInput, FieldVisitInput
+    from workflows.inputs import (
+        ACTIVITY_TIMEOUT, CONTACT_RETRY, ESSENTIAL_RETRY, CaseInput, FieldVisitInput, channel_queue,
+    )
     from workflows.visits import VisitRunner
 
 # Cases started before this change replay without compliance checks; from the first new workflow
@@ -236,6 +238,7 @@ class LoanCollectionWorkflow:
                     _MESSAGES[step.channel],
                     ContactRequest(idempotency_key=key, loan=loan, template=step.template or "", facts=facts,
                                    trail=trail),
+                    task_queue=channel_queue(workflow.info().task_queue, step.channel.value),
                     start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=_RETRY.get(step.channel, ESSENTIAL_RETRY),
                     summary=f"{step.channel.value}: {step.template}")
                 self._recorded(trail)
