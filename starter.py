@@ -19,20 +19,25 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from temporalio.client import Client
-from temporalio.common import WorkflowIDReusePolicy
+from datetime import UTC, datetime
+
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from activities.templates import TemplateBook
+from domain.case import open_case
 from domain.errors import Rejected
 from domain.loan import REQUIRED_COLUMNS, Loan
 from domain.strategy import Strategy
 from infra.client import connect
 from infra.compliance import ComplianceError, check_tightening, profile_for, template_problems
+from infra.search_attributes import ensure_search_attributes
 from infra.settings import Settings
 from infra.strategies import StrategyError, load_strategy
-from workflows.inputs import CaseInput, case_workflow_id
+from workflows import search_attributes as sa
+from workflows.inputs import case_workflow_id, new_case
 from workflows.loan_collection import LoanCollectionWorkflow
 
 
@@ -90,22 +95,41 @@ def read_portfolio(path: Path) -> tuple[list[tuple[int, Loan]], list[tuple[int, 
     return loans, rejected
 
 
+async def _attributes_registered(client: Client) -> bool:
+    """Register the case's search attributes if missing, so cases start with theirs set. A client
+    not allowed to (no operator rights) starts cases without: each sets them in its first task."""
+    try:
+        await ensure_search_attributes(client)
+    except RPCError:
+        return False
+    return True
+
+
+async def start_case(client: Client, loan: Loan, strategy: Strategy, task_queue: str, *,
+                     with_attributes: bool = True) -> WorkflowHandle:
+    """Start one loan's case: its whole strategy and compliance profile in the input, its opening
+    search attributes with the start (``with_attributes``: the namespace has them registered)."""
+    now = datetime.now(UTC)
+    return await client.start_workflow(
+        LoanCollectionWorkflow.run, new_case(loan, strategy, profile_for(loan, strategy)),
+        id=case_workflow_id(loan.loan_id), task_queue=task_queue,
+        # One case per loan, ever: re-running an intake file never duplicates a case.
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        search_attributes=(sa.opening(open_case(loan, strategy, now), loan, now) if with_attributes
+                           else TypedSearchAttributes.empty),
+        static_summary=f"{loan.product} · grade {loan.risk_grade} · {loan.jurisdiction} · strategy {strategy.name}",
+    )
+
+
 async def start_cases(client: Client, loans: list[tuple[int, Loan]], strategy: Strategy, task_queue: str,
                       report: IntakeReport, concurrency: int = 32) -> None:
     gate = asyncio.Semaphore(concurrency)
+    with_attributes = await _attributes_registered(client)
 
     async def start(line: int, loan: Loan) -> None:
         async with gate:
             try:
-                await client.start_workflow(
-                    LoanCollectionWorkflow.run,
-                    CaseInput(loan=loan, strategy=strategy, compliance=profile_for(loan, strategy)),
-                    id=case_workflow_id(loan.loan_id), task_queue=task_queue,
-                    # One case per loan, ever: re-running an intake file never duplicates a case.
-                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                    static_summary=f"{loan.product} · grade {loan.risk_grade} · {loan.jurisdiction} · "
-                                   f"strategy {strategy.name}",
-                )
+                await start_case(client, loan, strategy, task_queue, with_attributes=with_attributes)
                 report.started.append(loan.loan_id)
             except WorkflowAlreadyStartedError:
                 report.existing.append(loan.loan_id)

@@ -267,7 +267,8 @@ class CollectionActivities:
         start = int(hashlib.sha256(request.idempotency_key.encode()).hexdigest(), 16) % len(self.field_agents)
         agents = [self.field_agents[(start + i) % len(self.field_agents)] for i in range(request.staff)]
         item = await self._queue("visits", WorkItemRequest(idempotency_key=request.idempotency_key,
-                                                           loan=request.loan, facts=request.facts),
+                                                           loan=request.loan, facts=request.facts,
+                                                           trail=request.trail),
                                  assigned_to=",".join(agents), address=request.loan.address,
                                  timezone=request.loan.timezone, agents=agents, attempt=request.attempt,
                                  scheduled_for=request.scheduled_for.isoformat(),

@@ -78,6 +78,7 @@ class VisitRequest(BaseModel):
     staff: int
     scheduled_for: datetime
     report_due: datetime
+    trail: CaseEventsRequest | None = None  # the case's events, riding along with the first plan
 
 
 class VisitPlanned(BaseModel):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -41,10 +42,9 @@ from infra.client import data_converter  # noqa: E402
 from infra.search_attributes import ensure_search_attributes  # noqa: E402
 from infra.settings import Settings  # noqa: E402
 from infra.strategies import load_strategy  # noqa: E402
+from ledger import Ledger, LedgerError  # noqa: E402
 from worker import build_worker  # noqa: E402
-from infra.compliance import profile_for  # noqa: E402
-from workflows.inputs import CaseInput, case_workflow_id  # noqa: E402
-from workflows.loan_collection import LoanCollectionWorkflow  # noqa: E402
+from starter import start_case  # noqa: E402
 
 TEST_SERVER = Path(sys.executable).parent / "temporal-test-server"
 
@@ -214,7 +214,7 @@ async def run(days: int, step: int, extra: int | None) -> dict[str, Any]:
         client = env.client
         await ensure_search_attributes(client)
         with tempfile.TemporaryDirectory(prefix="arrears-bench-") as tmp:
-            settings = Settings(data_dir=Path(tmp) / "data")
+            settings = Settings(data_dir=Path(tmp) / "data", letter_processes=0)
             async with build_worker(client, settings, task_queue=f"bench-{uuid.uuid4().hex}") as worker:
                 strategy = load_strategy("default", ROOT / "strategies", TemplateBook(ROOT / "templates"))
                 loan = make_loan()
@@ -224,10 +224,8 @@ async def run(days: int, step: int, extra: int | None) -> dict[str, Any]:
                 start_at = now.replace(hour=14, minute=0, second=0, microsecond=0)
                 await env.sleep((start_at if start_at > now else start_at + timedelta(days=1)) - now)
                 sim_began = time.perf_counter()
-                handle: WorkflowHandle = await client.start_workflow(
-                    LoanCollectionWorkflow.run,
-                    CaseInput(loan=loan, strategy=strategy, compliance=profile_for(loan, strategy)),
-                    id=case_workflow_id(loan.loan_id), task_queue=worker.task_queue)
+                # Started as intake starts a case: its opening search attributes set with the start.
+                handle: WorkflowHandle = await start_case(client, loan, strategy, worker.task_queue)
                 simulated, reached = 0, None
                 while simulated < days:
                     chunk = min(step, days - simulated)
@@ -250,6 +248,17 @@ async def run(days: int, step: int, extra: int | None) -> dict[str, Any]:
                     histories[visit_id] = await fetch_runs(client, visit_id, None)
                 sim_seconds = time.perf_counter() - sim_began
                 await handle.terminate("benchmark over")
+                ledger = Ledger.connect(settings.ledger_url)
+                try:
+                    recorded = {(e["seq"], e["kind"]) for e in await ledger.events(loan.loan_id)}
+                    effects = {a["idempotency_key"] for a in await ledger.attempts(loan.loan_id)}
+                    for event in state["events"]:
+                        key = event["detail"].get("idempotency_key")
+                        if event["status"] == "sent" and key and key not in effects:
+                            with contextlib.suppress(LedgerError):
+                                effects.add((await ledger.work_item(key)).item_key)
+                finally:
+                    await ledger.close()
     finally:
         await env.shutdown()
 
@@ -281,6 +290,17 @@ async def run(days: int, step: int, extra: int | None) -> dict[str, Any]:
         },
         "upserts_by_attributes": dict(upserts.most_common()),
         "histories": {wid: [len(r) for r in runs] for wid, runs in histories.items()},
+        # The audit trail intact: every event of the case, in order, in the ledger.
+        "trail": {"events": len(state["events"]) + state["events_dropped"],
+                  "in_ledger": sum(1 for n, e in enumerate(state["events"], start=state["events_dropped"])
+                                   if (n, e["kind"]) in recorded),
+                  # An event still to ride along with the next activity is held as its effect already.
+                  "held_as_effect": [e["kind"] for n, e in enumerate(state["events"], start=state["events_dropped"])
+                                     if (n, e["kind"]) not in recorded
+                                     and e["detail"].get("idempotency_key") in effects],
+                  "missing": [e["kind"] for n, e in enumerate(state["events"], start=state["events_dropped"])
+                              if (n, e["kind"]) not in recorded
+                              and e["detail"].get("idempotency_key") not in effects]},
         "wall_seconds": round(sim_seconds, 2),
         "wall_seconds_total": round(time.perf_counter() - began, 2),
     }
@@ -299,6 +319,10 @@ def print_table(r: dict[str, Any]) -> None:
     print(f"{'minimum':<{width}} {r['minimum']:>6}   "
           + ", ".join(f"{k} {v}" for k, v in r['minimum_breakdown'].items()))
     print(f"{'ratio total/minimum':<{width}} {r['ratio']:>6}")
+    trail = r["trail"]
+    print(f"audit trail: {trail['in_ledger']} of the case's {trail['events']} events in the ledger's trail, "
+          f"{len(trail['held_as_effect'])} held as their effect until the next activity carries them "
+          f"({', '.join(trail['held_as_effect']) or '-'}), {len(trail['missing'])} missing")
     t = r["timers"]
     print(f"timers: {t['fired']} fired, {t['cancelled']} cancelled, {t['open']} open")
     for row in t["by_summary"]:

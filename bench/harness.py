@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,7 +59,7 @@ def clone_portfolio(path: Path, count: int, tag: str, jurisdictions: Iterable[st
     ids = []
     for n in range(count):
         row = dict(rows[n % len(rows)])
-        row["loan_id"] = f"{row['jurisdiction']}-{tag}-{n:06d}"
+        row["loan_id"] = f"{tag}-{row['jurisdiction']}-{n:06d}"
         ids.append(row["loan_id"])
         writer.writerow(row)
     path.write_text(out.getvalue(), encoding="utf-8")
@@ -68,12 +68,14 @@ def clone_portfolio(path: Path, count: int, tag: str, jurisdictions: Iterable[st
 
 @contextlib.asynccontextmanager
 async def dev_server(folder: Path, data_converter=None) -> AsyncIterator[WorkflowEnvironment]:  # noqa: ANN001
-    """``temporal server start-dev`` from the venv, its store a SQLite file in ``folder``."""
+    """``temporal server start-dev`` from the venv, its store a SQLite file in ``folder``; the client
+    speaks the project's data converter (``data_converter`` to encrypt)."""
+    from infra.client import data_converter as project_converter
+
     folder.mkdir(parents=True, exist_ok=True)
-    kwargs = {"data_converter": data_converter} if data_converter is not None else {}
     environment = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(BIN / "temporal"), dev_server_database_filename=str(folder / "temporal.sqlite"),
-        ui=False, dev_server_log_level="error", **kwargs)
+        ui=False, dev_server_log_level="error", data_converter=data_converter or project_converter())
     try:
         yield environment
     finally:
@@ -224,22 +226,52 @@ async def history_faults(client: Client, workflow_ids: Iterable[str], concurrenc
     return found
 
 
-async def pending_retries(client: Client, workflow_ids: Iterable[str], concurrency: int = 16) -> int:
-    """Activities still pending on a second or later attempt (the history shows an attempt only
-    once it ends)."""
+@dataclass(frozen=True)
+class Pending:
+    cases: int  # cases asked
+    waiting: int  # ... with an activity or a workflow task still to run
+    retrying: int  # activities pending on a second or later attempt
+    untouched: int  # cases no workflow task has run for yet
+
+
+async def pending_work(client: Client, workflow_ids: Iterable[str], concurrency: int = 16) -> Pending:
+    """What the cases still have to do now, from Temporal: pending activities (the history shows an
+    attempt only once it ends) and workflow tasks."""
     gate = asyncio.Semaphore(concurrency)
-    total = 0
+    found = Counter()
 
     async def read(workflow_id: str) -> None:
-        nonlocal total
         async with gate:
             described = await client.workflow_service.describe_workflow_execution(
                 DescribeWorkflowExecutionRequest(namespace=client.namespace,
                                                  execution=WorkflowExecution(workflow_id=workflow_id)))
-        total += sum(1 for p in described.pending_activities if p.attempt > 1)
+        found["cases"] += 1
+        pending = list(described.pending_activities)
+        found["waiting"] += bool(pending or described.HasField("pending_workflow_task"))
+        found["retrying"] += sum(1 for p in pending if p.attempt > 1)
+        found["untouched"] += described.workflow_execution_info.history_length <= 3
 
     await asyncio.gather(*(read(w) for w in workflow_ids))
-    return total
+    return Pending(**{key: found[key] for key in ("cases", "waiting", "retrying", "untouched")})
+
+
+async def until_quiet(cpu: Callable[[], float], seconds: float, *, idle: float = 0.05, quiet_for: int = 3) -> float:
+    """Wait until ``cpu()`` (CPU seconds used so far) has grown by less than ``idle`` a second for
+    ``quiet_for`` seconds running, or ``seconds`` have passed; returns when it went quiet (seconds
+    from now, the quiet seconds not counted)."""
+    began = time.monotonic()
+    quiet, last, went_quiet = 0, cpu(), 0.0
+    while quiet < quiet_for and time.monotonic() - began < seconds:
+        await asyncio.sleep(1.0)
+        now = cpu()
+        if now - last < idle:
+            if quiet == 0:
+                went_quiet = time.monotonic() - 1.0 - began
+            quiet += 1
+        else:
+            quiet = 0
+        last = now
+    return went_quiet if quiet >= quiet_for else time.monotonic() - began
 
 
 def environment(address: str, data_dir: Path, **settings: str) -> dict[str, str]:

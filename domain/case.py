@@ -281,12 +281,16 @@ class CaseState(BaseModel):
         self.record(now, "stage_entered", "info", reason=why, stage=stage.value, previous=previous.value)
 
     def open_call_task(self, task_id: str, now: datetime) -> None:
+        self.expire_call_tasks(now)
+        self.calls.append(CallTask(task_id=task_id, created_at=now))
+
+    def expire_call_tasks(self, now: datetime) -> None:
+        """A newer call task replaces any still open (an agent works the newest one)."""
         for task in self.calls:
             if task.outcome is None:
                 task.outcome = "expired"
                 self.record(now, "call_task_expired", "info", task_id=task.task_id,
                             reason="a newer call task replaced it before an outcome was reported")
-        self.calls.append(CallTask(task_id=task_id, created_at=now))
 
     def provider_refused(self, channel: Channel, refusal: str, now: datetime) -> None:
         """A provider's word for good: the borrower opted out of this channel with it, or the phone

@@ -37,7 +37,8 @@ class FieldVisitWorkflow:
                 CollectionActivities.plan_field_visit,
                 VisitRequest(idempotency_key=f"{input.key_prefix}/plan-{attempt}", loan=input.loan,
                              facts=input.facts, attempt=attempt, staff=plan.staff, scheduled_for=scheduled_for,
-                             report_due=scheduled_for + plan.report_within),
+                             report_due=scheduled_for + plan.report_within,
+                             trail=input.trail if attempt == 1 else None),
                 start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=ESSENTIAL_RETRY,
             )
             agents = planned.agents

@@ -7,7 +7,7 @@ from datetime import timedelta
 from pydantic import BaseModel
 from temporalio.common import RetryPolicy
 
-from activities.models import CaseFacts
+from activities.models import CaseEventsRequest, CaseFacts
 from domain.case import CaseState
 from domain.compliance import Profile
 from domain.loan import Loan
@@ -32,6 +32,20 @@ def channel_queue(case_queue: str, channel: str) -> str:
     return f"{case_queue}-{CHANNEL_QUEUES[channel]}"
 
 
+# Behaviour that changed while cases were running, by name. A case started on this version lists
+# in its input what it runs with (``CaseInput.features``), so it needs no patch markers (each one
+# costs a marker and a ``TemporalChangeVersion`` upsert, in every case). A case started before has
+# none there and asks its history, with ``workflow.patched``, as it always did; its next run after
+# continue-as-new gets them all.
+FEATURES = (
+    "compliance-checks",  # every contact checked against the jurisdiction's profile at send time
+    "ledger-events",  # the case's events appended to the ledger's audit trail
+    "trail-rides-along",  # events ride with the next activity: a replaced call task's expiry, a short
+    #                       wait's stage entry, a visit's start (its child's plan carries them)
+    "timer-kept",  # a wait interrupted by a command keeps its timer when the next wake is the same
+)
+
+
 class CaseInput(BaseModel):
     """Start a case: the loan and its whole strategy; ``state`` when continuing as new."""
 
@@ -43,6 +57,13 @@ class CaseInput(BaseModel):
     compliance: Profile | None = None
     # Continue-as-new past this many history events even if the server has not suggested it yet.
     history_limit: int = 10_000
+    # What this case runs with (see FEATURES); None on cases started before the list existed.
+    features: list[str] | None = None
+
+
+def new_case(loan: Loan, strategy: Strategy, compliance: Profile | None) -> CaseInput:
+    """The input of a case starting now: with every current feature, so it carries no patch markers."""
+    return CaseInput(loan=loan, strategy=strategy, compliance=compliance, features=list(FEATURES))
 
 
 class FieldVisitInput(BaseModel):
@@ -52,6 +73,8 @@ class FieldVisitInput(BaseModel):
     key_prefix: str
     # Visits are scheduled inside the case's contact hours (absent: a visit from before profiles).
     compliance: Profile | None = None
+    # The case's events up to the visit's start, for the first plan's activity to append to the ledger.
+    trail: CaseEventsRequest | None = None
 
 
 class FieldVisitResult(BaseModel):

@@ -7,8 +7,9 @@ loop waits on. All thresholds live in the strategy and the domain, none here.
 
 from __future__ import annotations
 
-from datetime import timedelta
+import asyncio
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -27,7 +28,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.status import status
     from workflows import search_attributes as sa
     from workflows.inputs import (
-        ACTIVITY_TIMEOUT, CONTACT_RETRY, ESSENTIAL_RETRY, CaseInput, FieldVisitInput, channel_queue,
+        ACTIVITY_TIMEOUT, CONTACT_RETRY, ESSENTIAL_RETRY, FEATURES, CaseInput, FieldVisitInput, channel_queue,
     )
     from workflows.visits import VisitRunner
 
@@ -38,6 +39,12 @@ COMPLIANCE_PATCH = "compliance-checks"
 # answer for the rest of the run: they write the trail from their next continue-as-new on (a case
 # that closes before then keeps its events in its history only). New cases write it throughout.
 LEDGER_PATCH = "ledger-events"
+# Events ride along with the next activity where they can (fewer activities of their own).
+RIDE_ALONG = "trail-rides-along"
+# A wait a command interrupts keeps its timer when the case's next wake has not moved.
+KEEP_TIMER = "timer-kept"
+# The longest the case's own events ("info": a stage entered) wait for an activity to ride with.
+RIDE_WAIT = timedelta(days=1)
 
 _MESSAGES = {
     Channel.SMS: CollectionActivities.send_sms,
@@ -86,7 +93,12 @@ class LoanCollectionWorkflow:
         self._case: CaseState = input.state or open_case(input.loan, input.strategy, workflow.now())
         self._version = 0
         self._visits = VisitRunner(self._case, input.strategy, self._changed)
-        self._search_attributes = sa.case_values(self._case, input.loan, workflow.now()) if input.state else {}
+        # What the attributes hold already: a continued case's own values, or what intake set at the
+        # start (none for a case started without them), so only what differs is upserted.
+        self._search_attributes = (sa.case_values(self._case, input.loan, workflow.now()) if input.state
+                                   else sa.started_with(workflow.info().typed_search_attributes))
+        self._timer: asyncio.Task[None] | None = None
+        self._timer_until: datetime | None = None
 
     # -- the public contract: a signal and an update of the same name for each command ----
     payment_received = _signal("payment_received")
@@ -137,7 +149,7 @@ class LoanCollectionWorkflow:
         case, strategy = self._case, input.strategy
         workflow.logger.info("case running", extra={"loan_id": case.loan_id, "stage": case.stage.value})
         while True:
-            if case.compliance is None and workflow.patched(COMPLIANCE_PATCH):
+            if case.compliance is None and self._uses(COMPLIANCE_PATCH):
                 await self._apply_compliance()
             now = workflow.now()
             tick(case, strategy, now)
@@ -162,12 +174,12 @@ class LoanCollectionWorkflow:
             elif isinstance(step, Wait):
                 version = self._version  # a command arriving while the ledger is written ends the wait
                 continuing = self._should_continue_as_new()
-                await self._keep_record(all_of_it=continuing)
+                await self._keep_record(all_of_it=continuing, wakes_at=step.until)
                 if continuing:
                     await workflow.wait_condition(workflow.all_handlers_finished)
                     workflow.continue_as_new(CaseInput(loan=input.loan, strategy=strategy, state=case,
                                                        history_limit=input.history_limit,
-                                                       compliance=case.compliance))
+                                                       compliance=case.compliance, features=list(FEATURES)))
                 await self._wait(step, version)
         self._visits.leave_stage()
         await workflow.wait_condition(workflow.all_handlers_finished)
@@ -188,12 +200,18 @@ class LoanCollectionWorkflow:
                 start_to_close_timeout=ACTIVITY_TIMEOUT)
         self._case.apply_compliance(profile, input.loan.timezone, input.loan.vulnerable, workflow.now())
 
+    def _uses(self, feature: str) -> bool:
+        """Whether this case runs with ``feature``: as its input says, or (a case started before
+        inputs said) as its history says."""
+        features = self._input.features
+        return feature in features if features is not None else workflow.patched(feature)
+
     def _trail(self) -> CaseEventsRequest | None:
         """The events the ledger does not hold yet, as a request to append them (None: nothing to add,
         or a case from before the ledger's trail replaying its old history)."""
         case = self._case
         first, fresh = case.unrecorded_events()
-        if not fresh or not workflow.patched(LEDGER_PATCH):
+        if not fresh or not self._uses(LEDGER_PATCH):
             return None
         return CaseEventsRequest(loan_id=case.loan_id, jurisdiction=self._input.loan.jurisdiction,
                                  workflow_id=workflow.info().workflow_id, first_seq=first, events=fresh)
@@ -202,22 +220,34 @@ class LoanCollectionWorkflow:
         if trail is not None:
             self._case.ledger_seq = max(self._case.ledger_seq, trail.first_seq + len(trail.events))
 
-    async def _keep_record(self, *, all_of_it: bool = True) -> None:
+    async def _keep_record(self, *, all_of_it: bool = True, wakes_at: datetime | None = None) -> None:
         """Append the events the ledger does not hold yet: the audit trail outlives the history.
 
         Events ride along with the next contact or work activity for free. Before a wait, only what
         the ledger holds nowhere else is worth an activity of its own: a message sent or work queued
-        is already in the ledger's attempts and work items, and its event follows with the next one.
-        At the end (closing, continue-as-new) everything goes."""
+        is already in the ledger's attempts and work items, and its event follows with the next one;
+        the case's own notes (a stage entered) wait for it too when the case wakes within a day; a
+        running visit's first plan carries the events up to its start. What came from outside (a
+        command, a verdict) goes before the wait. At the end (closing, continue-as-new) everything goes."""
         trail = self._trail()
-        if trail is None or (not all_of_it and all(e.status == "sent" for e in trail.events)):
+        if trail is None:
             return
+        if not all_of_it:
+            pending = [e for n, e in enumerate(trail.events, start=trail.first_seq) if n >= self._visits.carried_to]
+            if all(e.status == "sent" for e in pending):
+                return
+            if (wakes_at is not None and wakes_at - workflow.now() <= RIDE_WAIT
+                    and all(e.status in ("sent", "info") for e in pending) and self._uses(RIDE_ALONG)):
+                return
         await workflow.execute_activity_method(
             CollectionActivities.record_case_events, trail,
             start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=ESSENTIAL_RETRY, summary="ledger")
         self._recorded(trail)
 
     async def _wait(self, step: Wait, version: int) -> None:
+        if self._uses(KEEP_TIMER):
+            await self._wait_on_kept_timer(step, version)
+            return
         timeout = None
         if step.until is not None:
             timeout = max(step.until - workflow.now(), timedelta(seconds=1))
@@ -226,6 +256,21 @@ class LoanCollectionWorkflow:
                                           timeout_summary=step.reason)
         except TimeoutError:
             pass
+
+    async def _wait_on_kept_timer(self, step: Wait, version: int) -> None:
+        """Wait for a command or the next wake. A command that leaves the next wake where it was
+        (an assignment, a call outcome) does not cost a new timer: the running one is kept."""
+        if self._timer is not None and (self._timer.done() or self._timer_until != step.until):
+            self._timer.cancel()
+            self._timer = None
+        if self._timer is None and step.until is not None:
+            self._timer_until = step.until
+            self._timer = asyncio.create_task(workflow.sleep(
+                max(step.until - workflow.now(), timedelta(seconds=1)), summary=step.reason))
+        timer = self._timer
+        await workflow.wait_condition(lambda: self._version != version or (timer is not None and timer.done()))
+        if timer is not None and timer.done():
+            self._timer = None
 
     async def _act(self, step: Act) -> None:
         case, loan = self._case, self._input.loan
@@ -246,6 +291,9 @@ class LoanCollectionWorkflow:
                             message_id=receipt.message_id, idempotency_key=key, sha256=receipt.sha256)
                 case.contacted(step.channel, step.template, workflow.now())
             elif step.channel in _WORK:
+                if step.channel is Channel.CALL and self._uses(RIDE_ALONG):
+                    case.expire_call_tasks(workflow.now())  # recorded now, so it rides with the new task
+                    trail = self._trail()
                 item = await workflow.execute_activity_method(
                     _WORK[step.channel], WorkItemRequest(idempotency_key=key, loan=loan, facts=facts, trail=trail),
                     start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=ESSENTIAL_RETRY,
@@ -260,7 +308,8 @@ class LoanCollectionWorkflow:
                 plan = self._input.strategy.stages[case.stage].visit
                 assert plan is not None, "the strategy validator requires a visit plan beside a visit treatment"
                 self._visits.start(step.key, FieldVisitInput(loan=loan, plan=plan, facts=facts, key_prefix=key,
-                                                              compliance=case.compliance))
+                                                              compliance=case.compliance),
+                                   self._trail if self._uses(RIDE_ALONG) else None)
         except ActivityError as err:
             case.record(workflow.now(), f"{step.channel.value}_failed", "failed", reason=str(err.cause or err),
                         idempotency_key=key)

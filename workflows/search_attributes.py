@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, time, timezone
 from typing import Any
 
-from temporalio.common import SearchAttributeKey, SearchAttributeUpdate
+from temporalio.common import SearchAttributeKey, SearchAttributePair, SearchAttributeUpdate, TypedSearchAttributes
 
 from domain.case import CaseState
 from domain.loan import Loan
@@ -38,6 +38,18 @@ def case_values(case: CaseState, loan: Loan, now: datetime) -> dict[SearchAttrib
         ASSIGNED_AGENT: case.agent,
         ARRANGEMENT_STATE: case.arrangement.state if case.arrangement is not None else None,
     }
+
+
+def opening(case: CaseState, loan: Loan, now: datetime) -> TypedSearchAttributes:
+    """The attributes a case starts with, set by intake with the start itself (free, where an upsert
+    in the case's first task is a billable action)."""
+    return TypedSearchAttributes([SearchAttributePair(key, value) for key, value in case_values(case, loan, now).items()
+                                  if value is not None])
+
+
+def started_with(attributes: TypedSearchAttributes) -> dict[SearchAttributeKey[Any], Any]:
+    """The case's attributes as its start set them (none for a case started without them)."""
+    return {key: attributes.get(key) for key in ALL_KEYS if attributes.get(key) is not None}
 
 
 def changes(old: dict[SearchAttributeKey[Any], Any], new: dict[SearchAttributeKey[Any], Any],

@@ -12,6 +12,7 @@ with workflow.unsafe.imports_passed_through():
     from domain import visits
     from domain.case import CaseState
     from domain.strategy import Strategy
+    from activities.models import CaseEventsRequest
     from workflows.field_visit import FieldVisitWorkflow
     from workflows.inputs import FieldVisitInput, FieldVisitResult
 
@@ -25,14 +26,23 @@ class VisitRunner:
         self._changed = changed
         self._task: asyncio.Task[None] | None = None
         self._child: workflow.ChildWorkflowHandle | None = None
+        # The case's events below this sequence number ride with the running visit's first plan.
+        self.carried_to = 0
 
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
-    def start(self, treatment_key: str, child_input: FieldVisitInput) -> None:
+    def start(self, treatment_key: str, child_input: FieldVisitInput,
+              trail: Callable[[], CaseEventsRequest | None] | None = None) -> None:
+        """Start the visit; with ``trail``, the child's first plan carries the case's events up to
+        the visit's start into the ledger (they count as written once it has planned)."""
         visit_id = f"{workflow.info().workflow_id}-visit-{self._case.seq}"
         visits.start_visit(self._case, visit_id, treatment_key, workflow.now())
+        carried = trail() if trail is not None else None
+        if carried is not None:
+            child_input = child_input.model_copy(update={"trail": carried})
+            self.carried_to = carried.first_seq + len(carried.events)
         self._task = asyncio.create_task(self._run(visit_id, child_input))
 
     def reconcile(self) -> None:
@@ -77,6 +87,10 @@ class VisitRunner:
         except ChildWorkflowError as err:
             visits.failed(self._case, str(err.cause or err), workflow.now())
         else:
+            if result.attempts >= 1:  # its first plan ran, and with it the events it carried
+                self._case.ledger_seq = max(self._case.ledger_seq, self.carried_to)
             visits.finished(self._case, self._strategy, result.outcome, result.attempts, result.agents,
                             workflow.now())
+        finally:
+            self.carried_to = 0
         self._changed()

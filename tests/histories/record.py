@@ -155,6 +155,26 @@ async def ledger_trail(env: WorkflowEnvironment, queue: str) -> WorkflowHandle:
     return handle
 
 
+async def started_as_intake_starts(env: WorkflowEnvironment, queue: str) -> WorkflowHandle:
+    """A case started the way intake starts one: its features in its input (no patch markers) and
+    its opening search attributes set with the start. An assignment that keeps the timer, a call
+    task replacing another (the expiry rides with it), a short wait into the field visit, whose
+    first plan carries the case's events."""
+    from starter import start_case
+
+    now = await env.get_current_time()
+    loan = make_loan(loan_id="REPLAY-FEATURES", days_past_due=52, timezone=zone_where_it_is(12, now))
+    handle = await start_case(env.client, loan, strategy(), queue)
+    await env.sleep(timedelta(hours=2))
+    await handle.execute_update("assign", {"agent": "agent-4", "by": "sup-1"})
+    await env.sleep(timedelta(days=4))
+    await handle.execute_update("call_outcome", {"outcome": "no_answer", "by": "agent-4"})
+    await env.sleep(timedelta(days=12))  # the contact stage's 14 days, then a day into the field visit
+    await handle.execute_update("field_visit_report", {"outcome": "met", "note": "will pay", "by": "field-01"})
+    await env.sleep(timedelta(days=4))
+    return handle
+
+
 SCENARIOS: dict[str, Callable[[WorkflowEnvironment, str], Awaitable[WorkflowHandle]]] = {
     "untouched_default_ladder": untouched_default_ladder,
     "operator_commands": operator_commands,
@@ -165,6 +185,7 @@ SCENARIOS: dict[str, Callable[[WorkflowEnvironment, str], Awaitable[WorkflowHand
     "compliance_checks": compliance_checks,
     "compliance_resolved_by_worker": compliance_resolved_by_worker,
     "ledger_trail": ledger_trail,
+    "started_as_intake_starts": started_as_intake_starts,
 }
 
 
@@ -185,7 +206,7 @@ async def record(name: str, out_dir: Path) -> list[Path]:
         await ensure_search_attributes(env.client)
         with tempfile.TemporaryDirectory() as data:
             queue = f"record-{name}"
-            async with build_worker(env.client, Settings(data_dir=Path(data)), task_queue=queue):
+            async with build_worker(env.client, Settings(data_dir=Path(data), letter_processes=0), task_queue=queue):
                 handle = await SCENARIOS[name](env, queue)
                 state = await env.client.get_workflow_handle(handle.id).query("status")
                 workflow_ids = [handle.id] + [e["detail"]["visit_id"] for e in state["events"]
