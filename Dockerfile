@@ -4,8 +4,7 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    ARREARS_DATA_DIR=/data \
-    ARREARS_FONTS_DIR=/app/fonts
+    ARREARS_DATA_DIR=/data
 
 RUN groupadd --system --gid 10001 arrears \
     && useradd --system --uid 10001 --gid arrears --home-dir /app --shell /usr/sbin/nologin arrears \
@@ -26,8 +25,8 @@ COPY compliance/ compliance/
 COPY worker.py starter.py agent.py ./
 # tzdata: zoneinfo needs a time-zone database and the slim image ships none.
 RUN pip install --no-cache-dir . tzdata
-# Letters are set in Noto Sans SC: cut its static weights now, not at the first letter.
-RUN python -c "import os, pathlib; from activities.letters import prepare_fonts; prepare_fonts(pathlib.Path(os.environ['ARREARS_FONTS_DIR']))"
+# Letters need nothing prepared: each worker's letter processes instance the glyphs they use from the
+# font package as they start. The worker runs them as children (multiprocessing, "spawn").
 
 USER arrears
 

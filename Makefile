@@ -20,9 +20,13 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-## bench: cost of one untouched case over the whole default ladder
+## bench: the whole table (docs/benchmarks.md): billable actions of one case over the default ladder,
+## then a 2,000-case portfolio on this machine (intake, backlog, operators, memory, scale-out, letters);
+## BENCH_CASES=10000 for the large run
+BENCH_CASES ?= 2000
 bench: $(STAMP)
 	$(BIN)/python bench/cost.py
+	$(BIN)/python bench/load.py --cases $(BENCH_CASES)
 
 clean:
 	rm -rf $(VENV) .data

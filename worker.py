@@ -100,19 +100,23 @@ class Workers:
                             graceful_shutdown_timeout=SHUTDOWN_GRACE)
             for channel, channel_activities in by_channel.items()}
         self._running = AsyncExitStack()
+        self._started: list[Worker] = []
 
     async def start(self) -> None:
         """Poll the cases' queue and the SMS and e-mail queues."""
         await self._running.__aenter__()
         for worker in [self.cases, *(w for c, w in self.channels.items() if c != "letter")]:
             await self._running.enter_async_context(worker)
+            self._started.append(worker)
 
     async def start_letters(self) -> None:
         if "letter" in self.channels:
             await self._running.enter_async_context(self.channels["letter"])
+            self._started.append(self.channels["letter"])
 
     async def stop(self) -> None:
-        """Finish in-flight tasks (up to the grace period) and stop polling."""
+        """Finish in-flight tasks (up to the grace period, on every queue at once) and stop polling."""
+        await asyncio.gather(*(worker.shutdown() for worker in self._started))
         await self._running.aclose()
 
     async def __aenter__(self) -> "Workers":

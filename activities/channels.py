@@ -36,7 +36,7 @@ from domain.loan import Loan
 from domain.money import format_money
 from infra.compliance import profile_for, records_years
 from ledger import Ledger
-from ledger.store import retain_until
+from ledger.store import Trail, retain_until
 from workflows.inputs import case_workflow_id
 
 log = structlog.get_logger("arrears.activities")
@@ -79,6 +79,15 @@ def _values(loan: Loan, facts: CaseFacts, sender: Sender, book: TemplateBook) ->
         "instalment_due_date": facts.instalment_due_date or "",
         **money,
     }
+
+
+def _trail(request: CaseEventsRequest | None) -> Trail | None:
+    """The case's events riding along with an activity, as the ledger appends them."""
+    if request is None:
+        return None
+    rows = [dict(seq=request.first_seq + n, at=e.at, kind=e.kind, status=e.status, reason=e.reason,
+                 actor=e.actor, detail=e.model_dump(mode="json")["detail"]) for n, e in enumerate(request.events)]
+    return Trail(request.loan_id, request.workflow_id, rows, _keep_until(request.jurisdiction))
 
 
 def _keep_until(jurisdiction: str) -> date:
@@ -128,11 +137,11 @@ class CollectionActivities:
 
     async def _once(self, channel: str, request: ContactRequest,
                     send: Callable[[], Awaitable[ContactReceipt]]) -> ContactReceipt:
-        await self._record(request.trail)
         ledger = await self._ledger()
         key, loan = request.idempotency_key, request.loan
         attempt = await ledger.claim(key, loan_id=loan.loan_id, jurisdiction=loan.jurisdiction, channel=channel,
-                                     template=request.template, retain_until=_keep_until(loan.jurisdiction))
+                                     template=request.template, retain_until=_keep_until(loan.jurisdiction),
+                                     trail=_trail(request.trail))
         if attempt.state == "sent":
             self._logged(f"{channel}_already_sent", key, loan, False, template=request.template)
             return ContactReceipt(idempotency_key=key, channel=channel, message_id=attempt.provider_message_id or "",
@@ -236,12 +245,12 @@ class CollectionActivities:
                 "jurisdiction": request.loan.jurisdiction, "note": request.note,
                 "facts": request.facts.model_dump(mode="json"), "assigned_to": assigned_to, **fields}
         payload = json.loads(json.dumps(item, ensure_ascii=False, default=str))
-        await self._record(request.trail)
         ledger = await self._ledger()
         _, created = await ledger.add_work(request.idempotency_key, loan_id=request.loan.loan_id,
                                            workflow_id=case_workflow_id(request.loan.loan_id), queue=queue,
                                            payload=payload, assigned_to=assigned_to,
-                                           retain_until=_keep_until(request.loan.jurisdiction))
+                                           retain_until=_keep_until(request.loan.jurisdiction),
+                                           trail=_trail(request.trail))
         kept = await self.outbox.keep(f"queues/{queue}", request.idempotency_key, ".json",
                                       json.dumps(payload, ensure_ascii=False, indent=2).encode())
         self._logged("work_item_queued", request.idempotency_key, request.loan, created, queue=queue)
@@ -282,13 +291,11 @@ class CollectionActivities:
         return await self._record(request)
 
     async def _record(self, request: CaseEventsRequest | None) -> int:
-        if request is None:
+        trail = _trail(request)
+        if trail is None:
             return 0
         ledger = await self._ledger()
-        rows = [dict(seq=request.first_seq + n, at=e.at, kind=e.kind, status=e.status, reason=e.reason,
-                     actor=e.actor, detail=e.model_dump(mode="json")["detail"]) for n, e in enumerate(request.events)]
-        return await ledger.record_events(request.loan_id, request.workflow_id, rows,
-                                          retain_until=_keep_until(request.jurisdiction))
+        return await ledger.record_events(trail.loan_id, trail.workflow_id, trail.events, trail.retain_until)
 
     @activity.defn(name="resolve_compliance_profile")
     async def resolve_compliance_profile(self, request: ProfileRequest) -> Profile:

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import csv
 import io
+import json
 import os
 import signal
 import subprocess
@@ -25,6 +26,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import psutil
@@ -119,16 +121,28 @@ class WorkerProcess:
 
     env: dict[str, str]
     log: Path
+    nice: int = 0  # run it at a lower priority than the server on the same machine
     process: subprocess.Popen | None = None
     started_at: float = 0.0
+    started_wall: float = 0.0
     _cpu_done: float = field(default=0.0)
 
     def start(self) -> "WorkerProcess":
         with self.log.open("ab") as out:
             self.process = subprocess.Popen([sys.executable, "worker.py"], cwd=ROOT, env=self.env, stdout=out,
-                                            stderr=subprocess.STDOUT)
-        self.started_at = time.monotonic()
+                                            stderr=subprocess.STDOUT,
+                                            preexec_fn=(lambda: os.nice(self.nice)) if self.nice else None)
+        self.started_at, self.started_wall = time.monotonic(), time.time()
         return self
+
+    def logged_after(self, event: str) -> float | None:
+        """Seconds from the start until the worker logged ``event`` (its JSON ``event``), if it did."""
+        for line in self.log.read_text(encoding="utf-8", errors="replace").splitlines():
+            if f'"event": "{event}"' in line:
+                stamp = json.loads(line).get("timestamp")
+                if stamp:
+                    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() - self.started_wall
+        return None
 
     async def ready(self, seconds: float = 120.0, *, letters: bool = True) -> float:
         """Wait until it polls (and, with ``letters``, renders letters); returns seconds since start."""

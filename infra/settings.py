@@ -16,29 +16,46 @@ def project_root() -> Path:
     return source if (source / "strategies").is_dir() else Path.cwd()
 
 
-def _number(env: dict[str, str], name: str, default: int, minimum: int) -> int:
-    text = env.get(name, "").strip()
-    if not text:
-        return default
+def available_cores() -> int:
+    """The cores this process may use: its CPU affinity, capped by a container's CPU quota (cgroup
+    v2 ``cpu.max``), so that a worker in a one-core container on a large host starts one letter
+    process, not one per host core."""
     try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"{name}: {text!r} is not a whole number") from None
-    if value < minimum:
-        raise ValueError(f"{name}: must be at least {minimum}, not {value}")
-    return value
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, -(-int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
 
 
-def _rate(env: dict[str, str], name: str) -> float | None:
+def _parsed(env: dict[str, str], name: str, kind: str, convert: type[int] | type[float]) -> int | float | None:
     text = env.get(name, "").strip()
     if not text:
         return None
     try:
-        value = float(text)
+        return convert(text)
     except ValueError:
-        raise ValueError(f"{name}: {text!r} is not a number (messages per second)") from None
-    if not value > 0:
-        raise ValueError(f"{name}: must be more than 0 messages per second, not {text}")
+        raise ValueError(f"{name}: {text!r} is not {kind}") from None
+
+
+def _number(env: dict[str, str], name: str, default: int, minimum: int) -> int:
+    value = _parsed(env, name, "a whole number", int)
+    if value is None:
+        return default
+    if value < minimum:
+        raise ValueError(f"{name}: must be at least {minimum}, not {value}")
+    return int(value)
+
+
+def _rate(env: dict[str, str], name: str) -> float | None:
+    value = _parsed(env, name, "a number (messages per second)", float)
+    if value is not None and not value > 0:
+        raise ValueError(f"{name}: must be more than 0 messages per second, not {env[name].strip()}")
     return value
 
 
@@ -63,7 +80,7 @@ class Settings:
     activity_slots: int = 32
     sms_slots: int = 16
     email_slots: int = 16
-    letter_processes: int = field(default_factory=lambda: os.cpu_count() or 1)
+    letter_processes: int = field(default_factory=available_cores)
     workflow_slots: int = 16
     workflow_cache: int = 10_000
     # Providers' rate limits (messages per second), applied to the channel's task queue by the server.
@@ -92,7 +109,7 @@ class Settings:
             activity_slots=_number(env, "ARREARS_ACTIVITY_SLOTS", cls.activity_slots, 1),
             sms_slots=_number(env, "ARREARS_SMS_SLOTS", cls.sms_slots, 1),
             email_slots=_number(env, "ARREARS_EMAIL_SLOTS", cls.email_slots, 1),
-            letter_processes=_number(env, "ARREARS_LETTER_PROCESSES", os.cpu_count() or 1, 0),
+            letter_processes=_number(env, "ARREARS_LETTER_PROCESSES", available_cores(), 0),
             workflow_slots=_number(env, "ARREARS_WORKFLOW_SLOTS", cls.workflow_slots, 2),
             workflow_cache=_number(env, "ARREARS_WORKFLOW_CACHE", cls.workflow_cache, 0),
             sms_rate=_rate(env, "ARREARS_SMS_RATE"),

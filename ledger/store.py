@@ -90,6 +90,16 @@ class Attempt:
 
 
 @dataclass(frozen=True)
+class Trail:
+    """Events of one case to append to the audit trail (each a dict with its ``seq``)."""
+
+    loan_id: str
+    workflow_id: str
+    events: list[dict[str, Any]]
+    retain_until: date
+
+
+@dataclass(frozen=True)
 class WorkItemRow:
     item_key: str
     loan_id: str
@@ -176,12 +186,14 @@ class Ledger:
     # -- contact attempts: exactly once ---------------------------------------------------
     @_to_completion
     async def claim(self, key: str, *, loan_id: str, jurisdiction: str, channel: str, template: str | None,
-                    retain_until: date) -> Attempt:
+                    retain_until: date, trail: Trail | None = None) -> Attempt:
         """Claim ``key`` before touching the world. A key seen before returns its earlier attempt:
-        "sent" (do nothing again, here is the receipt) or "sending"/"failed" (another try)."""
+        "sent" (do nothing again, here is the receipt) or "sending"/"failed" (another try). The
+        case's ``trail``, riding along, is appended in the same transaction."""
         values = dict(idempotency_key=key, loan_id=loan_id, jurisdiction=jurisdiction, channel=channel,
                       template=template, state="sending", tries=1, created_at=_now(), retain_until=retain_until)
         async with self._write() as connection:
+            await self._append(connection, trail)
             inserted = await connection.execute(
                 self._insert(contact_attempts).values(**values).on_conflict_do_nothing(
                     index_elements=["idempotency_key"]))
@@ -232,22 +244,28 @@ class Ledger:
                             retain_until: date) -> int:
         """Append the case's events (each with its ``seq``); ones already there are left alone.
         Returns how many were new."""
+        trail = Trail(loan_id, workflow_id, list(events), retain_until)
+        if not trail.events:
+            return 0
+        async with self._write() as connection:
+            return await self._append(connection, trail)
+
+    async def _append(self, connection: AsyncConnection, trail: Trail | None) -> int:
+        if trail is None or not trail.events:
+            return 0
         recorded = _now()
         # What a case records may quote what an operator sent (an unknown signal's name, a `by`):
         # fitted to the columns and stripped of NUL, which PostgreSQL refuses, so that one bad
         # signal cannot stop the trail.
-        rows = [dict(loan_id=loan_id, workflow_id=workflow_id, seq=e["seq"], at=e["at"],
+        rows = [dict(loan_id=trail.loan_id, workflow_id=trail.workflow_id, seq=e["seq"], at=e["at"],
                      kind=_fit(e["kind"], 64), status=_fit(e["status"], 16), reason=_clean(e.get("reason")),
                      actor=_fit(e.get("actor"), 64), detail=_clean(e.get("detail") or {}), recorded_at=recorded,
-                     retain_until=retain_until)
-                for e in events]
-        if not rows:
-            return 0
-        async with self._write() as connection:
-            added = await connection.execute(
-                self._insert(case_events).values(rows)
-                .on_conflict_do_nothing(index_elements=["loan_id", "seq"]).returning(case_events.c.seq))
-            return len(added.all())
+                     retain_until=trail.retain_until)
+                for e in trail.events]
+        added = await connection.execute(
+            self._insert(case_events).values(rows)
+            .on_conflict_do_nothing(index_elements=["loan_id", "seq"]).returning(case_events.c.seq))
+        return len(added.all())
 
     @_to_completion
     async def events(self, loan_id: str) -> list[dict[str, Any]]:
@@ -259,9 +277,12 @@ class Ledger:
     # -- work queues ------------------------------------------------------------------------
     @_to_completion
     async def add_work(self, key: str, *, loan_id: str, workflow_id: str, queue: str, payload: dict[str, Any],
-                       assigned_to: str | None, retain_until: date) -> tuple[WorkItemRow, bool]:
-        """Put one item on a queue, once per key; returns the item and whether it is new."""
+                       assigned_to: str | None, retain_until: date, trail: Trail | None = None,
+                       ) -> tuple[WorkItemRow, bool]:
+        """Put one item on a queue, once per key (with the case's ``trail``, riding along, in the
+        same transaction); returns the item and whether it is new."""
         async with self._write() as connection:
+            await self._append(connection, trail)
             inserted = await connection.execute(self._insert(work_items).values(
                 item_key=key, loan_id=loan_id, workflow_id=workflow_id, queue=queue, state="open",
                 assigned_to=assigned_to, payload=payload, created_at=_now(), retain_until=retain_until,
@@ -365,4 +386,4 @@ def retain_until(created: date, years: int | None) -> date:
         return created.replace(year=created.year + keep, day=28)
 
 
-__all__: Sequence[str] = ["Attempt", "Ledger", "LedgerError", "WorkItemRow", "async_url", "retain_until", "safe_url"]
+__all__: Sequence[str] = ["Attempt", "Ledger", "LedgerError", "Trail", "WorkItemRow", "async_url", "retain_until", "safe_url"]

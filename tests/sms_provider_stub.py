@@ -46,6 +46,7 @@ class Received:
     headers: dict[str, str]
     payload: Any
     auth: tuple[str, str] | None  # (user, password) from HTTP basic auth, if sent
+    at: float = field(default_factory=time.monotonic)  # when it arrived (a monotonic clock)
 
     @property
     def idempotency_key(self) -> str | None:

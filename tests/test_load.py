@@ -66,3 +66,34 @@ async def test_a_backlog_taken_in_while_no_worker_runs_is_worked_off_without_a_t
     assert faults["workflow_task_timeouts"] == faults["workflow_task_failures"] == 0, report
     assert sum(log.values()) == 0, report
     assert faults["activities"] >= CASES * 0.9, report  # nearly every case acted at once (contact, call, trail)
+
+
+async def test_two_workers_share_a_backlog_on_one_embedded_ledger(tmp_path):
+    """Scale-out on one machine: two worker.py processes on the same SQLite ledger split the work
+    between them, and writers in two processes never meet a locked database."""
+    cases = 150
+    tag = uuid.uuid4().hex[:6]
+    async with dev_server(tmp_path / "server") as server:
+        env = environment(address_of(server), tmp_path / "data", ARREARS_PAYLOAD_KEYS=generate_key())
+        portfolio = tmp_path / "loans.csv"
+        ids = clone_portfolio(portfolio, cases, tag)
+        intake = subprocess.run([sys.executable, "starter.py", "--file", str(portfolio)], cwd=ROOT, env=env,
+                                capture_output=True, text=True, timeout=300)
+        assert intake.returncode == 0, intake.stdout + intake.stderr
+        workers = [WorkerProcess(env, tmp_path / f"worker-{n}.log").start() for n in range(2)]
+        try:
+            for worker in workers:
+                await worker.ready(letters=False)
+            await until_quiet(lambda: sum(w.cpu() for w in workers), PATIENCE)
+            pending = await pending_work(server.client, map(case_workflow_id, ids))
+        finally:
+            for worker in workers:
+                worker.stop()
+        faults = await history_faults(server.client, map(case_workflow_id, ids))
+    done = [sum(w.log.read_text().count(f'"event": "{e}"') for e in ("sms_sent", "email_sent", "letter_issued",
+                                                                      "work_item_queued")) for w in workers]
+    logs = [dict(w.log_faults()) for w in workers]
+    assert pending.waiting == pending.untouched == 0, pending
+    assert all(n > 0 for n in done), f"each worker should have taken a share: {done}"
+    assert faults["activity_timeouts"] == faults["activity_retries"] == faults["workflow_task_timeouts"] == 0, faults
+    assert all(sum(log.values()) == 0 for log in logs), logs
