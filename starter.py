@@ -96,13 +96,14 @@ def read_portfolio(path: Path) -> tuple[list[tuple[int, Loan]], list[tuple[int, 
 
 
 async def _attributes_registered(client: Client) -> bool:
-    """Register the case's search attributes if missing, so cases start with theirs set. A client
-    not allowed to (no operator rights) starts cases without: each sets them in its first task."""
+    """Whether cases can start with their search attributes set: registered before this intake.
+    Missing ones are registered now, but the server may take seconds to accept them (it caches the
+    mappings), and a client without operator rights cannot register them: then cases start without
+    and each sets its attributes in its first task."""
     try:
-        await ensure_search_attributes(client)
+        return not await ensure_search_attributes(client)
     except RPCError:
         return False
-    return True
 
 
 async def start_case(client: Client, loan: Loan, strategy: Strategy, task_queue: str, *,

@@ -18,7 +18,6 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from contextlib import AsyncExitStack
 from datetime import timedelta
 from typing import Any
 
@@ -34,6 +33,7 @@ from activities.sms_provider import sms_provider_from_url
 from activities.smtp import mailer_from_url
 from activities.templates import TemplateBook
 from infra import logging as arrears_logging
+from infra.bytecode import keep_bytecode
 from infra.client import connect
 from infra.compliance import lint_templates
 from infra.search_attributes import ensure_search_attributes
@@ -76,8 +76,9 @@ def _name(activity_fn: Callable[..., Any]) -> str:
 class Workers:
     """One process's Temporal workers: the cases' task queue, and one per channel queue.
 
-    ``async with`` starts them all; :meth:`start` and :meth:`start_letters` start them in two
-    steps (``worker.py`` takes letters only once its rendering processes are ready)."""
+    ``async with`` runs them all; :meth:`start` and :meth:`start_letters` start them in two steps
+    (``worker.py`` takes letters only once its rendering processes are ready). Each runs as a task
+    of its own: if one fails, :attr:`failed` is set and :attr:`error` says why."""
 
     def __init__(self, client: Client, settings: Settings, task_queue: str,
                  activities: Sequence[Callable[..., Any]], *, letter_slots: int,
@@ -88,9 +89,13 @@ class Workers:
             by_channel.setdefault(CHANNEL_OF_ACTIVITY.get(_name(activity_fn)), []).append(activity_fn)
         options: dict[str, Any] = dict(max_concurrent_workflow_tasks=settings.workflow_slots,
                                        max_cached_workflows=settings.workflow_cache)
+        # The channel activities are on the cases' queue too: a message or letter scheduled there
+        # before the channel queues existed (a case's send in retry across the upgrade) still runs.
         self.cases = Worker(client, task_queue=task_queue, workflows=list(workflows),
-                            activities=by_channel.pop(None, []), max_concurrent_activities=settings.activity_slots,
+                            activities=[fn for group in by_channel.values() for fn in group],
+                            max_concurrent_activities=settings.activity_slots,
                             graceful_shutdown_timeout=SHUTDOWN_GRACE, **{**options, **case_options})
+        by_channel.pop(None, None)
         slots = {"sms": settings.sms_slots, "email": settings.email_slots, "letter": letter_slots}
         rates = {"sms": settings.sms_rate, "email": settings.email_rate}
         self.channels = {
@@ -99,25 +104,36 @@ class Workers:
                             max_task_queue_activities_per_second=rates.get(channel),
                             graceful_shutdown_timeout=SHUTDOWN_GRACE)
             for channel, channel_activities in by_channel.items()}
-        self._running = AsyncExitStack()
-        self._started: list[Worker] = []
+        self._running: list[tuple[Worker, asyncio.Task[None]]] = []
+        self._stopping = False
+        self.failed = asyncio.Event()
+        self.error: BaseException | None = None
+
+    def _run(self, worker: Worker) -> None:
+        task = asyncio.create_task(worker.run())
+        task.add_done_callback(self._ended)
+        self._running.append((worker, task))
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if self._stopping or task.cancelled():
+            return
+        self.error = task.exception() or RuntimeError("a worker stopped polling on its own")
+        self.failed.set()
 
     async def start(self) -> None:
         """Poll the cases' queue and the SMS and e-mail queues."""
-        await self._running.__aenter__()
         for worker in [self.cases, *(w for c, w in self.channels.items() if c != "letter")]:
-            await self._running.enter_async_context(worker)
-            self._started.append(worker)
+            self._run(worker)
 
     async def start_letters(self) -> None:
-        if "letter" in self.channels:
-            await self._running.enter_async_context(self.channels["letter"])
-            self._started.append(self.channels["letter"])
+        if "letter" in self.channels and not self._stopping:
+            self._run(self.channels["letter"])
 
     async def stop(self) -> None:
         """Finish in-flight tasks (up to the grace period, on every queue at once) and stop polling."""
-        await asyncio.gather(*(worker.shutdown() for worker in self._started))
-        await self._running.aclose()
+        self._stopping = True
+        await asyncio.gather(*(worker.shutdown() for worker, _ in self._running), return_exceptions=True)
+        await asyncio.gather(*(task for _, task in self._running), return_exceptions=True)
 
     async def __aenter__(self) -> "Workers":
         await self.start()
@@ -149,6 +165,10 @@ async def main() -> None:
     except ValueError as err:  # names the setting and the reason (never a key)
         log.error("bad setting", error=str(err))
         raise SystemExit(2) from None
+    try:  # the sandbox imports the workflow modules for every case: compile them once
+        keep_bytecode(settings.data_dir / "bytecode")
+    except OSError as err:
+        log.warning("no bytecode cache: workflow modules are compiled for every case", error=str(err))
     problems = lint_templates(TemplateBook(settings.templates_dir))
     if problems:  # a template that threatens, impersonates or shames must never go out
         for problem in problems:
@@ -200,9 +220,15 @@ async def main() -> None:
             log.info("letters started", task_queue=channel_queue(settings.task_queue, "letter"),
                      processes=activities.press.processes)
 
-        failed: list[Exception] = []
+        failed: list[BaseException] = []
         letters = asyncio.create_task(take_letters())
-        await stop.wait()
+        stopped, broken = asyncio.create_task(stop.wait()), asyncio.create_task(workers.failed.wait())
+        await asyncio.wait([stopped, broken], return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        broken.cancel()
+        if workers.failed.is_set():
+            log.error("a worker failed", error=str(workers.error) or type(workers.error).__name__)
+            failed.append(workers.error or RuntimeError("worker failed"))
         log.info("worker stopping: finishing in-flight tasks")
     finally:
         if letters is not None and not letters.done():

@@ -282,8 +282,9 @@ class CollectionActivities:
                                  timezone=request.loan.timezone, agents=agents, attempt=request.attempt,
                                  scheduled_for=request.scheduled_for.isoformat(),
                                  report_due=request.report_due.isoformat())
+        recorded_to = request.trail.first_seq + len(request.trail.events) if request.trail else 0
         return VisitPlanned(visit_id=item.item_id, agents=agents, scheduled_for=request.scheduled_for,
-                            location=item.location)
+                            location=item.location, trail_recorded_to=recorded_to)
 
     @activity.defn(name="record_case_events")
     async def record_case_events(self, request: CaseEventsRequest) -> int:

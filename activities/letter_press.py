@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import threading
+import time
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -22,6 +24,18 @@ from activities.fonts import letter_fonts
 from activities.letters import LetterDocument, render_pdf
 
 log = structlog.get_logger("arrears.letters")
+
+
+def _adopted(parent: int) -> None:
+    """In a rendering process: leave when the worker that started it is gone (killed, not stopped:
+    a stopped worker shuts its press down), rather than wait for letters that never come."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _ready(warm_text: str) -> int:
@@ -57,10 +71,15 @@ class LetterPress:
         if self.processes == 0 or self._pool is not None:
             return
         # "spawn": never fork a process whose SDK threads hold locks a child would inherit.
-        pool = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"))
+        pool = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_adopted, initargs=(os.getpid(),))
         loop = asyncio.get_running_loop()
-        pids = await asyncio.gather(*(loop.run_in_executor(pool, _ready, self._warm_text)
-                                      for _ in range(self.processes)))
+        try:
+            pids = await asyncio.gather(*(loop.run_in_executor(pool, _ready, self._warm_text)
+                                          for _ in range(self.processes)))
+        except BaseException:  # cancelled (a worker stopping as it starts) or failed: no stray processes
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
         self._pool = pool
         log.info("letter press ready", processes=self.processes, pids=sorted(set(pids)))
 
@@ -85,6 +104,7 @@ class LetterPress:
             raise
 
     async def aclose(self) -> None:
-        pool, self._pool = self._pool, None
+        async with self._lock:
+            pool, self._pool = self._pool, None
         if pool is not None:
             await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)

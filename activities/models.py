@@ -86,6 +86,7 @@ class VisitPlanned(BaseModel):
     agents: list[str]
     scheduled_for: datetime
     location: str
+    trail_recorded_to: int = 0  # the case's events below this number are in the ledger now
 
 
 class ProfileRequest(BaseModel):

@@ -130,7 +130,9 @@ class Ledger:
         that overflows only moves the queue into the database); on PostgreSQL, ``schema`` puts
         the tables in that schema."""
         target = async_url(url)
-        options: dict[str, Any] = {"pool_size": pool_size, "max_overflow": 0}
+        in_memory = target.startswith("sqlite") and make_url(target).database in (None, "", ":memory:")
+        # An in-memory SQLite database lives in its one connection: no pool to size.
+        options: dict[str, Any] = {} if in_memory else {"pool_size": pool_size, "max_overflow": 0}
         if target.startswith("sqlite"):
             options["connect_args"] = {"timeout": SQLITE_BUSY_SECONDS}
         elif schema is not None:

@@ -120,3 +120,13 @@ async def test_writers_in_three_processes_on_one_sqlite_file_never_meet_a_locked
         assert len(attempts) == 450 and {a["state"] for a in attempts} == {"sent"}
     finally:
         await ledger.close()
+
+
+async def test_an_in_memory_sqlite_ledger_needs_no_pool():
+    ledger = Ledger.connect("sqlite:///:memory:", pool_size=8)
+    try:
+        await ledger.migrate()
+        await _claim_and_confirm(ledger, "M-1/00001/reminder/sms")
+        assert [a["state"] for a in await ledger.attempts()] == ["sent"]
+    finally:
+        await ledger.close()

@@ -65,3 +65,37 @@ async def test_without_processes_letters_render_in_a_thread():
     assert not _renderers()
     with pytest.raises(ValueError, match="ARREARS_LETTER_PROCESSES"):
         LetterPress(-1)
+
+
+ORPHAN = """
+import asyncio, sys
+from activities.letter_press import LetterPress
+async def main():
+    press = LetterPress(1)
+    await press.start()
+    import psutil
+    print("renderer", [p.pid for p in psutil.Process().children() if "spawn_main" in " ".join(p.cmdline())][0],
+          flush=True)
+    await asyncio.sleep(600)
+asyncio.run(main())
+"""
+
+
+def test_a_renderer_leaves_when_its_worker_is_killed():
+    """A worker killed outright (SIGKILL, no shutdown) leaves no rendering process behind."""
+    import subprocess
+    import sys
+    import time
+
+    parent = subprocess.Popen([sys.executable, "-c", ORPHAN], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        line = next(line for line in parent.stdout if line.startswith("renderer "))
+        renderer = psutil.Process(int(line.split()[1]))
+        assert renderer.is_running()
+    finally:
+        parent.kill()
+        parent.wait(timeout=10)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and renderer.is_running() and renderer.status() != psutil.STATUS_ZOMBIE:
+        time.sleep(0.2)
+    assert not renderer.is_running() or renderer.status() == psutil.STATUS_ZOMBIE

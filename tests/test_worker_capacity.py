@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import uuid
@@ -90,3 +91,65 @@ async def test_a_burst_of_texts_goes_out_at_the_providers_rate_limit(tmp_path):
     burst = 3 * rate
     assert arrivals[texts - 1] - arrivals[0] >= (texts - burst) / rate, [round(t - arrivals[0], 2) for t in arrivals]
     assert worker.log_faults()["activity attempt failed"] == 0
+
+
+def test_the_worker_keeps_bytecode_of_its_own_where_python_may_not_write_any(tmp_path):
+    """The sandbox imports the workflow modules for every case: compiled once into a folder of the
+    worker's, never into the source tree, even under PYTHONDONTWRITEBYTECODE."""
+    code = ("import sys; from pathlib import Path; from infra.bytecode import keep_bytecode; "
+            "keep_bytecode(Path(sys.argv[1])); import workflows.loan_collection as m; print(m.__cached__)")
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    cache = tmp_path / "bytecode"
+    source_cache = ROOT / "workflows" / "__pycache__"
+    before = set(source_cache.iterdir()) if source_cache.exists() else set()
+    done = subprocess.run([sys.executable, "-c", code, str(cache)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    cached = Path(done.stdout.strip())
+    assert cached.is_file() and cache in cached.parents and cached.name.startswith("loan_collection.")
+    assert (set(source_cache.iterdir()) if source_cache.exists() else set()) == before
+
+
+async def test_a_send_queued_on_the_cases_queue_before_the_upgrade_still_runs(env, data_dir):
+    """A case's SMS scheduled on ``collections`` by an earlier version (in retry across the deploy)."""
+    from activities.models import CaseFacts, ContactRequest
+    from tests.conftest import make_loan, settings_for
+    from tests.legacy_send import LegacySend
+    from worker import WORKFLOWS, build_activities, build_worker
+
+    activities = build_activities(settings_for(data_dir))
+    loan = make_loan()
+    request = ContactRequest(idempotency_key=f"{loan.loan_id}/00001/reminder/sms", loan=loan, template="reminder_soft",
+                             facts=CaseFacts(stage="reminder", days_past_due=5, amount_past_due="450.00",
+                                             outstanding="5000.00"))
+    try:
+        async with build_worker(env.client, settings_for(data_dir), task_queue=f"tq-{uuid.uuid4().hex}",
+                                activities=activities, workflows=[*WORKFLOWS, LegacySend]) as workers:
+            receipt = await env.client.execute_workflow(LegacySend.run, request.model_dump(mode="json"),
+                                                        id=f"legacy-{loan.loan_id}", task_queue=workers.task_queue)
+        assert receipt["channel"] == "sms"
+        assert [a["state"] for a in await activities.ledger.attempts(loan.loan_id)] == ["sent"]
+    finally:
+        await activities.aclose()
+
+
+async def test_cases_start_with_their_search_attributes_once_the_namespace_has_them(tmp_path):
+    """Intake on a namespace that lacks the attributes registers them, but starts that first batch
+    without (the server may take seconds to accept new ones); the next intake sets them at start."""
+    from temporalio.api.enums.v1 import EventType
+
+    async with dev_server(tmp_path / "server") as server:
+        env = environment(address_of(server), tmp_path / "data")
+        started = []
+        for batch in ("first", "second"):
+            _portfolio(tmp_path / f"{batch}.csv", 2, f"{batch}-{uuid.uuid4().hex[:4]}")
+            intake = subprocess.run([sys.executable, "starter.py", "--file", str(tmp_path / f"{batch}.csv")],
+                                    cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+            assert intake.returncode == 0 and "2 started" in intake.stdout, intake.stdout + intake.stderr
+            loan_id = (tmp_path / f"{batch}.csv").read_text().splitlines()[1].split(",")[0]
+            history = await server.client.get_workflow_handle(f"loan-{loan_id}").fetch_history()
+            first = history.events[0]
+            assert first.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED
+            started.append(set(first.workflow_execution_started_event_attributes.search_attributes.indexed_fields))
+    assert started[0] == set()
+    assert {"CollectionStage", "DaysPastDue", "RiskGrade", "OutstandingAmount", "CollectionPaused"} <= started[1]

@@ -13,12 +13,18 @@ import json
 from collections import Counter
 from datetime import timedelta
 
+import uuid
+
 import pytest
+from temporalio import activity
 from temporalio.api.enums.v1 import EventType
 
+from activities.models import VisitPlanned, VisitRequest
+
 from starter import start_case as intake_start
-from tests.conftest import NO_RULES, events, make_loan, start_case, status, strategy
+from tests.conftest import NO_RULES, events, make_loan, settings_for, start_case, status, strategy
 from tests.ledger_fixtures import BACKENDS
+from worker import build_activities, build_worker
 from workflows.inputs import FEATURES, new_case
 
 
@@ -128,3 +134,31 @@ async def test_a_command_before_a_short_wait_is_still_written_at_once(env, worke
     await env.sleep(timedelta(hours=1))
     assert "record_case_events" in _activities(await _history(handle))
     assert [e["actor"] for e in await worker.ledger.events(loan.loan_id) if e["kind"] == "assign"] == ["sup-2"]
+
+
+@activity.defn(name="plan_field_visit")
+async def plan_written_by_an_older_worker(request: VisitRequest) -> VisitPlanned:
+    """A visit plan from before the plan carried the case's events: it writes none of them."""
+    return VisitPlanned(visit_id="v-1", agents=["field-01", "field-02"], scheduled_for=request.scheduled_for,
+                        location="-")
+
+
+async def test_events_a_visit_carried_but_never_wrote_still_reach_the_ledger(env, data_dir):
+    settings = settings_for(data_dir)
+    activities = build_activities(settings)
+    real = [a for a in activities.all() if getattr(a, "__temporal_activity_definition").name != "plan_field_visit"]
+    loan = make_loan(days_past_due=62)
+    try:
+        async with build_worker(env.client, settings, task_queue=f"tq-{uuid.uuid4().hex}",
+                                activities=[*real, plan_written_by_an_older_worker]) as workers:
+            handle = await _start_with_features(env, workers, loan)
+            # No report comes: the visit ends overdue and the case moves on to the lawyer's letter.
+            await env.sleep(timedelta(days=12))
+            assert (await status(handle))["stage"] == "legal_letter"
+            await handle.execute_update("close", {"outcome": "closed", "note": "sold"})
+            result = await handle.result()
+        trail = await activities.ledger.events(loan.loan_id)
+    finally:
+        await activities.aclose()
+    assert [e["kind"] for e in trail] == [e["kind"] for e in result["events"]]
+    assert "field_visit_started" in [e["kind"] for e in trail]

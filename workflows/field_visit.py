@@ -27,7 +27,7 @@ class FieldVisitWorkflow:
 
     @workflow.run
     async def run(self, input: FieldVisitInput) -> FieldVisitResult:
-        plan, agents = input.plan, []
+        plan, agents, recorded_to = input.plan, [], 0
         for attempt in range(1, plan.max_visits + 1):
             # Only a report sent for this attempt answers it: a late duplicate of the previous
             # attempt's report must not stand for the next visit.
@@ -42,6 +42,7 @@ class FieldVisitWorkflow:
                 start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=ESSENTIAL_RETRY,
             )
             agents = planned.agents
+            recorded_to = max(recorded_to, planned.trail_recorded_to)
             report_due = scheduled_for + plan.report_within
             try:
                 await workflow.wait_condition(lambda: bool(self._reports),
@@ -54,9 +55,10 @@ class FieldVisitWorkflow:
                                     facts=input.facts, note=f"visit {attempt} report not received by {report_due}"),
                     start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=ESSENTIAL_RETRY,
                 )
-                return FieldVisitResult(outcome="overdue", attempts=attempt, agents=agents)
+                return FieldVisitResult(outcome="overdue", attempts=attempt, agents=agents,
+                                        trail_recorded_to=recorded_to)
             report = self._reports[0]
             if report["outcome"] != "not_home" or attempt == plan.max_visits:
                 return FieldVisitResult(outcome=report["outcome"], attempts=attempt, agents=agents,
-                                        note=report.get("note"))
+                                        note=report.get("note"), trail_recorded_to=recorded_to)
         raise AssertionError("unreachable: the loop returns on its last attempt")

@@ -82,6 +82,8 @@ class FieldVisitResult(BaseModel):
     attempts: int
     agents: list[str] = []
     note: str | None = None
+    # How far the case's events it carried reached the ledger (0: none it knows of).
+    trail_recorded_to: int = 0
 
 
 ACTIVITY_TIMEOUT = timedelta(seconds=30)

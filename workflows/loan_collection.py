@@ -43,7 +43,8 @@ LEDGER_PATCH = "ledger-events"
 RIDE_ALONG = "trail-rides-along"
 # A wait a command interrupts keeps its timer when the case's next wake has not moved.
 KEEP_TIMER = "timer-kept"
-# The longest the case's own events ("info": a stage entered) wait for an activity to ride with.
+# The longest the case's own notes ("info": a stage entered, a promise broken) wait for an
+# activity to ride with; what came from outside (a command, a verdict) never waits.
 RIDE_WAIT = timedelta(days=1)
 
 _MESSAGES = {
@@ -236,7 +237,8 @@ class LoanCollectionWorkflow:
             pending = [e for n, e in enumerate(trail.events, start=trail.first_seq) if n >= self._visits.carried_to]
             if all(e.status == "sent" for e in pending):
                 return
-            if (wakes_at is not None and wakes_at - workflow.now() <= RIDE_WAIT
+            # The oldest note waiting bounds the wait: no event trails the case by more than a day.
+            if (wakes_at is not None and wakes_at - pending[0].at <= RIDE_WAIT
                     and all(e.status in ("sent", "info") for e in pending) and self._uses(RIDE_ALONG)):
                 return
         await workflow.execute_activity_method(

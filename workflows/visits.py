@@ -36,7 +36,7 @@ class VisitRunner:
     def start(self, treatment_key: str, child_input: FieldVisitInput,
               trail: Callable[[], CaseEventsRequest | None] | None = None) -> None:
         """Start the visit; with ``trail``, the child's first plan carries the case's events up to
-        the visit's start into the ledger (they count as written once it has planned)."""
+        the visit's start into the ledger (they count as written once the child says so)."""
         visit_id = f"{workflow.info().workflow_id}-visit-{self._case.seq}"
         visits.start_visit(self._case, visit_id, treatment_key, workflow.now())
         carried = trail() if trail is not None else None
@@ -87,8 +87,9 @@ class VisitRunner:
         except ChildWorkflowError as err:
             visits.failed(self._case, str(err.cause or err), workflow.now())
         else:
-            if result.attempts >= 1:  # its first plan ran, and with it the events it carried
-                self._case.ledger_seq = max(self._case.ledger_seq, self.carried_to)
+            # As far as the visit's first plan says it wrote the events it carried (a child run by
+            # an older worker says nothing, and they are written with the case's next activity).
+            self._case.ledger_seq = max(self._case.ledger_seq, min(result.trail_recorded_to, self.carried_to))
             visits.finished(self._case, self._strategy, result.outcome, result.attempts, result.agents,
                             workflow.now())
         finally:
