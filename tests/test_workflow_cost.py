@@ -162,3 +162,13 @@ async def test_events_a_visit_carried_but_never_wrote_still_reach_the_ledger(env
         await activities.aclose()
     assert [e["kind"] for e in trail] == [e["kind"] for e in result["events"]]
     assert "field_visit_started" in [e["kind"] for e in trail]
+
+
+async def test_a_message_sent_days_ago_does_not_hurry_a_note_that_can_wait(env, worker):
+    """Entering the field visit a day before the visit, the stage entry waits for the visit's plan,
+    though the last call task's event, held as its work item, is days old."""
+    handle = await _start_with_features(env, worker, make_loan(days_past_due=45))  # agent contact first
+    await env.sleep(timedelta(days=16, hours=2))  # the contact stage's 14 days, then into the field visit
+    state = await status(handle)
+    assert state["stage"] == "field_visit" and events(state, "stage_entered")
+    assert "record_case_events" not in _activities(await _history(handle))

@@ -237,8 +237,10 @@ class LoanCollectionWorkflow:
             pending = [e for n, e in enumerate(trail.events, start=trail.first_seq) if n >= self._visits.carried_to]
             if all(e.status == "sent" for e in pending):
                 return
-            # The oldest note waiting bounds the wait: no event trails the case by more than a day.
-            if (wakes_at is not None and wakes_at - pending[0].at <= RIDE_WAIT
+            # The oldest note waiting bounds the wait: no note trails the case by more than a day (a
+            # "sent" event's effect is in the ledger already; it rides whenever).
+            notes = [e.at for e in pending if e.status == "info"]
+            if (wakes_at is not None and wakes_at - min(notes, default=wakes_at) <= RIDE_WAIT
                     and all(e.status in ("sent", "info") for e in pending) and self._uses(RIDE_ALONG)):
                 return
         await workflow.execute_activity_method(
