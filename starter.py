@@ -17,9 +17,8 @@ import io
 import os
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
-
 from datetime import UTC, datetime
+from pathlib import Path
 
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import TypedSearchAttributes, WorkflowIDReusePolicy

@@ -115,9 +115,12 @@ class Workers:
         self._running.append((worker, task))
 
     def _ended(self, task: asyncio.Task[None]) -> None:
-        if self._stopping or task.cancelled():
-            return
-        self.error = task.exception() or RuntimeError("a worker stopped polling on its own")
+        if not self._stopping and not task.cancelled():
+            self.fail(task.exception() or RuntimeError("a worker stopped polling on its own"))
+
+    def fail(self, error: BaseException) -> None:
+        """Something this process needs to work stopped working: :attr:`failed` tells ``main``."""
+        self.error = self.error or error
         self.failed.set()
 
     async def start(self) -> None:
@@ -213,22 +216,18 @@ async def main() -> None:
                 await activities.press.start()
                 await workers.start_letters()
             except Exception as err:  # noqa: BLE001 - a worker that cannot print letters must say so and stop
-                log.error("letters unavailable", error=str(err) or type(err).__name__)
-                failed.append(err)
-                stop.set()
+                workers.fail(err)
                 return
             log.info("letters started", task_queue=channel_queue(settings.task_queue, "letter"),
                      processes=activities.press.processes)
 
-        failed: list[BaseException] = []
         letters = asyncio.create_task(take_letters())
         stopped, broken = asyncio.create_task(stop.wait()), asyncio.create_task(workers.failed.wait())
         await asyncio.wait([stopped, broken], return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
         broken.cancel()
-        if workers.failed.is_set():
-            log.error("a worker failed", error=str(workers.error) or type(workers.error).__name__)
-            failed.append(workers.error or RuntimeError("worker failed"))
+        if workers.error is not None:
+            log.error("worker failed", error=str(workers.error) or type(workers.error).__name__)
         log.info("worker stopping: finishing in-flight tasks")
     finally:
         if letters is not None and not letters.done():
@@ -237,7 +236,7 @@ async def main() -> None:
         await workers.stop()
         await activities.aclose()
     log.info("worker stopped")
-    if failed:
+    if workers.error is not None:
         raise SystemExit(1)
 
 

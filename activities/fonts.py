@@ -68,7 +68,6 @@ class _Weight:
     """The variable font at one weight: glyphs instanced on first use, then kept."""
 
     def __init__(self, font: TTFont, weight: int) -> None:
-        self.weight = weight
         self._glyphs = font.getGlyphSet(location={"wght": weight})
         self._outlines: dict[str, _Outline] = {}
 
@@ -95,9 +94,9 @@ class LetterFonts:
 
     Thread-safe; meant to live for the whole process (see :func:`letter_fonts`)."""
 
-    def __init__(self, source: Path | None = None) -> None:
+    def __init__(self) -> None:
         self._lock = threading.Lock()
-        with resources.as_file(variable_font()) if source is None else _as_is(source) as path:
+        with resources.as_file(variable_font()) as path:
             # Read into memory: the package file may be a temporary copy (a zipped install).
             self._font = TTFont(io.BytesIO(Path(path).read_bytes()), lazy=True)
         self._cmap: dict[int, str] = self._font.getBestCmap()
@@ -115,9 +114,6 @@ class LetterFonts:
         self._post = dict(underlinePosition=post.underlinePosition, underlineThickness=post.underlineThickness)
         self._copyright = self._font["name"].getDebugName(0) or ""
         self._licence = self._font["name"].getDebugName(13) or ""
-
-    def covers(self, character: str) -> bool:
-        return ord(character) in self._cmap
 
     def _weight(self, weight: int) -> _Weight:
         if weight not in self._weights:
@@ -236,11 +232,6 @@ class LetterFonts:
             yield paths
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-
-
-@contextmanager
-def _as_is(path: Path) -> Iterator[Path]:
-    yield path
 
 
 _shared: LetterFonts | None = None

@@ -1,6 +1,6 @@
 """Where letters are rendered: in processes of their own, one per core, or in a thread.
 
-Rendering a letter is CPU work (about 20 ms). Done on the worker's event loop, or in a thread of
+Rendering a letter is CPU work (about 30 ms). Done on the worker's event loop, or in a thread of
 its process, it holds the interpreter while workflow tasks and every other activity wait. A
 worker renders in a :class:`LetterPress` of separate processes instead, and takes letter
 activities from a task queue of their own with exactly as many slots as the press has processes

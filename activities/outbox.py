@@ -71,7 +71,3 @@ class FileOutbox:
         finally:
             os.unlink(temp)
         return target, True
-
-    @staticmethod
-    def digest(path: Path) -> str:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
