@@ -1,4 +1,4 @@
-# The Arrears worker (and starter) image used by docker-compose.yml.
+# The Arrears image used by docker-compose.yml: the worker, the desk (python -m desk serve), the starter.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -19,6 +19,7 @@ COPY workflows/ workflows/
 COPY activities/ activities/
 COPY infra/ infra/
 COPY ledger/ ledger/
+COPY desk/ desk/
 COPY strategies/ strategies/
 COPY templates/ templates/
 COPY compliance/ compliance/

@@ -90,6 +90,14 @@ def _trail(request: CaseEventsRequest | None) -> Trail | None:
     return Trail(request.loan_id, request.workflow_id, rows, _keep_until(request.jurisdiction))
 
 
+def _distinct(names: list[str]) -> list[str]:
+    """``names`` without repeats (spelled differently or not), in their order."""
+    seen: dict[str, str] = {}
+    for name in names:
+        seen.setdefault(name.strip().casefold(), name.strip())
+    return list(seen.values())
+
+
 def _keep_until(jurisdiction: str) -> date:
     """How long the ledger keeps what happened to a loan: its jurisdiction's record-keeping rule."""
     return retain_until(datetime.now(UTC).date(), records_years(jurisdiction))
@@ -238,8 +246,10 @@ class CollectionActivities:
                               sha256=kept.sha256)
 
     async def _queue(self, queue: str, request: WorkItemRequest, *, assigned_to: str | None = None,
-                     **fields: object) -> WorkItem:
-        """Put work for people on a ledger queue (agents pull it there) and in a queue folder."""
+                     case_ref: str | None = None, due_at: datetime | None = None, **fields: object) -> WorkItem:
+        """Put work for people on a ledger queue (agents pull it there) and in a queue folder.
+        ``case_ref`` is what the case calls the item (its events about it close it), ``due_at`` when
+        it is due (by default now)."""
         item_id = safe_name(request.idempotency_key)
         item = {"item_id": item_id, "queue": queue, "loan_id": request.loan.loan_id,
                 "jurisdiction": request.loan.jurisdiction, "note": request.note,
@@ -250,7 +260,8 @@ class CollectionActivities:
                                            workflow_id=case_workflow_id(request.loan.loan_id), queue=queue,
                                            payload=payload, assigned_to=assigned_to,
                                            retain_until=_keep_until(request.loan.jurisdiction),
-                                           trail=_trail(request.trail))
+                                           trail=_trail(request.trail), item_id=item_id,
+                                           case_ref=case_ref, due_at=due_at)
         kept = await self.outbox.keep(f"queues/{queue}", request.idempotency_key, ".json",
                                       json.dumps(payload, ensure_ascii=False, indent=2).encode())
         self._logged("work_item_queued", request.idempotency_key, request.loan, created, queue=queue)
@@ -258,8 +269,11 @@ class CollectionActivities:
 
     @activity.defn(name="create_call_task")
     async def create_call_task(self, request: WorkItemRequest) -> WorkItem:
-        return await self._queue("calls", request, assigned_to=request.facts.agent, phone=request.loan.phone,
-                                 timezone=request.loan.timezone, assigned_agent=request.facts.agent)
+        # The case names the task by its item id (CallTask.task_id).
+        return await self._queue("calls", request, assigned_to=request.facts.agent,
+                                 case_ref=safe_name(request.idempotency_key),
+                                 phone=request.loan.phone, timezone=request.loan.timezone,
+                                 assigned_agent=request.facts.agent)
 
     @activity.defn(name="hand_off_to_legal")
     async def hand_off_to_legal(self, request: WorkItemRequest) -> WorkItem:
@@ -272,13 +286,22 @@ class CollectionActivities:
 
     @activity.defn(name="plan_field_visit")
     async def plan_field_visit(self, request: VisitRequest) -> VisitPlanned:
+        # Distinct people: one name twice does not make two staff.
+        team = _distinct(self.field_agents)
+        if len(team) < request.staff:
+            raise ApplicationError(f"the visit needs {request.staff} distinct field agents and "
+                                   f"{len(team)} are available (ARREARS_FIELD_AGENTS)", type="NotEnoughStaff",
+                                   non_retryable=True)
         # Spread visits over the field team deterministically, so a retry assigns the same people.
-        start = int(hashlib.sha256(request.idempotency_key.encode()).hexdigest(), 16) % len(self.field_agents)
-        agents = [self.field_agents[(start + i) % len(self.field_agents)] for i in range(request.staff)]
+        start = int(hashlib.sha256(request.idempotency_key.encode()).hexdigest(), 16) % len(team)
+        agents = [team[(start + i) % len(team)] for i in range(request.staff)]
+        # The case knows the visit by its child workflow's id (each attempt's plan is one item of it).
+        visit_id = activity.info().workflow_id
         item = await self._queue("visits", WorkItemRequest(idempotency_key=request.idempotency_key,
                                                            loan=request.loan, facts=request.facts,
                                                            trail=request.trail),
-                                 assigned_to=",".join(agents), address=request.loan.address,
+                                 assigned_to=",".join(agents), case_ref=visit_id, due_at=request.scheduled_for,
+                                 visit_id=visit_id, address=request.loan.address,
                                  timezone=request.loan.timezone, agents=agents, attempt=request.attempt,
                                  scheduled_for=request.scheduled_for.isoformat(),
                                  report_due=request.report_due.isoformat())

@@ -11,7 +11,7 @@ from domain import arrangement_rules
 from domain.arrangements import Arrangement, ArrangementKind, Instalment
 from domain.case import CaseState
 from domain.command_base import AmountText, Command
-from domain.errors import Rejected
+from domain.errors import BeyondLimit, Rejected
 from domain.money import parse_amount
 from domain.strategy import Strategy
 
@@ -65,6 +65,9 @@ class ProposeArrangement(Command):
                                             f"{', '.join(sorted(policy.approval_limits))}")
         if self.approver_role != "agent" and not self.approved_by:
             raise Rejected("approved_by", f"name the {self.approver_role} who approved it")
+        # A proposal beyond the approver's limit is refused last, once everything else fits: what
+        # remains is a question for someone with a higher limit (the desk's four-eyes approval).
+        beyond: BeyondLimit | None = None
         waiver = Decimal(0)
         for field in ("interest_waiver", "fee_waiver"):
             value = getattr(self, field)
@@ -79,12 +82,13 @@ class ProposeArrangement(Command):
             target = parse_amount(self.settlement_amount, currency, "settlement_amount")
             if target > case.outstanding:
                 raise Rejected("settlement_amount", f"is more than the outstanding {case.outstanding} {currency}")
-            _within_limit("settlement_amount", case.outstanding - target, case.outstanding, "balance",
-                          self.approver_role, limit)
+            beyond = _within_limit("settlement_amount", case.outstanding - target, case.outstanding, "balance",
+                                   self.approver_role, limit)
         else:
             if waiver > case.amount_past_due:
                 raise Rejected("interest_waiver", f"waivers exceed the arrears ({case.amount_past_due} {currency})")
-            _within_limit("interest_waiver", waiver, case.amount_past_due, "arrears", self.approver_role, limit)
+            beyond = _within_limit("interest_waiver", waiver, case.amount_past_due, "arrears", self.approver_role,
+                                   limit)
             target = case.amount_past_due - waiver
             if target <= 0:
                 raise Rejected("interest_waiver", "waives the whole arrears: nothing is left to arrange; "
@@ -106,6 +110,8 @@ class ProposeArrangement(Command):
         if total != target:
             covers = "the settlement amount" if self.kind == "settlement" else "the arrears less waivers"
             raise Rejected("instalments", f"add up to {total} {currency}, not {covers} ({target} {currency})")
+        if beyond is not None:
+            raise beyond
         return Arrangement(kind=self.kind, agreed_at=now, approved_by=self.approved_by,
                            approver_role=self.approver_role, schedule=schedule, waiver=waiver,
                            settlement_amount=target if self.kind == "settlement" else None)
@@ -135,8 +141,10 @@ class ProposeArrangement(Command):
                 for index, item in enumerate(self.instalments)]
 
 
-def _within_limit(field: str, given_up: Decimal, base: Decimal, of_what: str, role: str, limit: Decimal) -> None:
+def _within_limit(field: str, given_up: Decimal, base: Decimal, of_what: str, role: str,
+                  limit: Decimal) -> BeyondLimit | None:
     share = given_up / base if base else Decimal(0)
-    if share > limit:
-        raise Rejected(field, f"gives up {share:.2%} of the {of_what}; approver role {role} may give up "
-                              f"at most {limit:.0%}")
+    if share <= limit:
+        return None
+    return BeyondLimit(field, f"gives up {share:.2%} of the {of_what}; approver role {role} may give up "
+                              f"at most {limit:.0%}", share=share, limit=limit, role=role)

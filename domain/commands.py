@@ -235,18 +235,36 @@ class FieldVisitReport(Command):
     outcome: str
     note: str | None = Field(default=None, max_length=500)
     agents: list[str] | None = None
+    # The visit reported on (its work item's case_ref); without it, the visit in progress.
+    visit_id: str | None = Field(default=None, max_length=200)
+
+    @field_validator("agents")
+    @classmethod
+    def _distinct_people(cls, value: list[str] | None) -> list[str] | None:
+        # The staff a visit needs are people: one name twice does not make two of them.
+        seen: set[str] = set()
+        for name in value or []:
+            if name.strip().casefold() in seen:
+                raise ValueError(f"{name.strip()!r} is named more than once; name each agent once")
+            seen.add(name.strip().casefold())
+        return value
 
     def check(self, case, strategy, now):
         if self.outcome not in VISIT_OUTCOMES:
             raise Rejected("outcome", f"{self.outcome!r} is not one of {', '.join(VISIT_OUTCOMES)}")
-        if case.visit is None or case.visit.state != "in_progress":
+        visit = case.visit
+        if self.visit_id is not None and (visit is None or visit.visit_id != self.visit_id
+                                          or visit.state != "in_progress"):
+            raise Rejected("visit_id", f"visit {self.visit_id} is no longer in progress (cancelled, completed "
+                                       f"or replaced)")
+        if visit is None or visit.state != "in_progress":
             raise Rejected("", "no field visit is in progress for this case")
 
     def apply(self, case, strategy, now):
         assert case.visit is not None
         case.visit.unforwarded_reports.append(self.audit())
         case.visit.last_report_outcome = self.outcome
-        case.record(now, self.name, "accepted", visit_id=case.visit.visit_id, **self.audit())
+        case.record(now, self.name, "accepted", **{"visit_id": case.visit.visit_id, **self.audit()})
 
 
 class Escalate(Command):

@@ -8,3 +8,14 @@ class Rejected(ValueError):
         super().__init__(f"{field}: {reason}" if field else reason)
         self.field = field
         self.reason = reason
+
+
+class BeyondLimit(Rejected):
+    """An arrangement that fits every rule but gives up more than its approver's role may: someone
+    with a higher limit can still agree it (``share`` given up, the role's ``limit``)."""
+
+    def __init__(self, field: str, reason: str, *, share: object, limit: object, role: str) -> None:
+        super().__init__(field, reason)
+        self.share = share
+        self.limit = limit
+        self.role = role

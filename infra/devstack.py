@@ -30,6 +30,8 @@ PORTFOLIO = Path("examples/portfolio.csv")
 UI_PORT = int(os.environ.get("ARREARS_UI_PORT", "8233"))
 CODEC_PORT = int(os.environ.get("ARREARS_CODEC_PORT", "8081"))
 CODEC = f"http://localhost:{CODEC_PORT}"
+DESK_PORT = int(os.environ.get("ARREARS_DESK_PORT", "8000"))
+DESK = f"http://127.0.0.1:{DESK_PORT}"
 _SA_TYPES = {"KEYWORD": "Keyword", "INT": "Int", "DOUBLE": "Double", "BOOL": "Bool", "DATETIME": "Datetime"}
 
 
@@ -96,7 +98,34 @@ def start_codec_server(settings: Settings, env: dict[str, str]) -> subprocess.Po
     return codec
 
 
-def banner(example_loan: str) -> str:
+def desk_admin(settings: Settings, env: dict[str, str]) -> str:
+    """The desk's first user, ``admin``, made on the first run; its password is kept in
+    .data/desk-admin (mode 0600). Returns where the password is, or why there is none."""
+    path = settings.data_dir / "desk-admin"
+    if path.exists():
+        return f"password in {path}"
+    made = subprocess.run([sys.executable, "-m", "desk", "users", "add", "admin", "--role", "admin"],
+                          capture_output=True, text=True, env=env)
+    if made.returncode != 0:
+        return f"not made: {made.stderr.strip()}"
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(made.stdout.strip().splitlines()[-1] + "\n")
+    return f"password in {path} (made now, mode 0600)"
+
+
+def start_desk(settings: Settings, env: dict[str, str]) -> subprocess.Popen:
+    """The desk (python -m desk serve): where people and the bank's systems act on cases."""
+    if _port_open("127.0.0.1", DESK_PORT):
+        raise SystemExit(f"port {DESK_PORT} is already in use: set ARREARS_DESK_PORT to a free port")
+    desk = subprocess.Popen([sys.executable, "-m", "desk", "serve", "--port", str(DESK_PORT)], env=env,
+                            stdout=(settings.data_dir / "desk.log").open("ab"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    _wait_for_port("127.0.0.1", DESK_PORT, desk, name="the desk", log="desk.log")
+    return desk
+
+
+def banner(example_loan: str, admin: str = "") -> str:
     wid = f"loan-{example_loan}"
     return f"""
   Arrears is running (demo strategy: the whole ladder in under three minutes; NOT for production).
@@ -108,16 +137,24 @@ def banner(example_loan: str) -> str:
 
   Payloads      encrypted (AES-256-GCM; keys: ARREARS_PAYLOAD_KEYS or .data/payload-keys); the UI and the CLI decrypt through {CODEC}
 
-  Try, in another terminal (the temporal CLI is .venv/bin/temporal; the codec endpoint shows clear text):
+  Desk (API)      {DESK}/api/v1/openapi.json     log in: {DESK}/login as admin ({admin})
+                  people and systems act on cases here, as who they are; a token for a supervisor:
+    .venv/bin/python -m desk users add sup-1 --role supervisor      # prints a password, last line
+    .venv/bin/python -m desk tokens create sup-1                     # prints a token, last line
+    export ARREARS_DESK_URL={DESK} ARREARS_DESK_TOKEN=<the token>
+    .venv/bin/arrears case {example_loan}
+    .venv/bin/arrears send {example_loan} assign agent=agent-7
+    .venv/bin/arrears work calls --all                               # as agent-7: arrears report ITEM no_answer
+
+  Try, as the supervisor (arrears sends through the desk, which stamps who acted):
+    .venv/bin/arrears send {example_loan} promise_to_pay amount=100.00 due_date={time.strftime('%Y-%m-%d')}
+    .venv/bin/arrears send {example_loan} hardship "reason=job loss"
+    .venv/bin/arrears send {example_loan} payment_received amount=50.00 reference=PAY-0001
+
+  Read-only in Temporal (the temporal CLI is .venv/bin/temporal; the codec endpoint shows clear text):
     export TEMPORAL_CODEC_ENDPOINT={CODEC}
     .venv/bin/temporal workflow query  --workflow-id {wid} --type status
-    .venv/bin/temporal workflow update execute --workflow-id {wid} --name promise_to_pay \\
-        --input '{{"amount": "100.00", "due_date": "{time.strftime('%Y-%m-%d')}"}}'
-    .venv/bin/temporal workflow signal --workflow-id {wid} --name hardship --input '{{"reason": "job loss"}}'
-    .venv/bin/temporal workflow signal --workflow-id {wid} --name payment_received \\
-        --input '{{"amount": "50.00", "reference": "PAY-0001"}}'
     .venv/bin/temporal workflow list --query 'CollectionStage="litigation"'
-    .venv/bin/python agent.py list calls          # then: agent.py report ITEM no_answer --by agent-7
 
   Ctrl-C stops everything; `make run` again resumes the same cases.
 """
@@ -152,7 +189,7 @@ def main() -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings = dataclasses.replace(settings, payload_keys=payload_keys(settings))
     env = {**os.environ, "ARREARS_PAYLOAD_KEYS": settings.payload_keys or ""}
-    server = worker = codec = None
+    server = worker = codec = desk = None
     interrupted = False
 
     def on_signal(signum: int, frame: object) -> None:
@@ -169,6 +206,9 @@ def main() -> int:
         print("  starting a worker")
         worker = subprocess.Popen([sys.executable, "worker.py"], stdout=(settings.data_dir / "worker.log").open("ab"),
                                   stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        admin = desk_admin(settings, env)
+        print(f"  starting the desk on {DESK}")
+        desk = start_desk(settings, env)
         print(f"  loading {PORTFOLIO} with the demo strategy")
         intake = subprocess.run([sys.executable, "starter.py", "--file", str(PORTFOLIO), "--strategy", "demo"],
                                 capture_output=True, text=True, env=env)
@@ -177,10 +217,13 @@ def main() -> int:
             print(intake.stderr)
             return 2
         first_loan = next(line.split(",")[0] for line in PORTFOLIO.read_text().splitlines()[1:] if line.strip())
-        print(banner(first_loan))
+        print(banner(first_loan, admin))
         while not interrupted:
             if worker.poll() is not None:
                 print(f"  the worker exited (code {worker.returncode}); see {settings.data_dir}/worker.log")
+                return 1
+            if desk.poll() is not None:
+                print(f"  the desk exited (code {desk.returncode}); see {settings.data_dir}/desk.log")
                 return 1
             if server.poll() is not None:
                 print(f"  the dev server exited (code {server.returncode}); see {settings.data_dir}/server.log")
@@ -196,6 +239,7 @@ def main() -> int:
         print("\n  stopping: worker first (finishing in-flight tasks), then the server")
         return 0
     finally:
+        _stop(desk, "desk")
         _stop(worker, "worker")
         _stop(server, "dev server")
         _stop(codec, "codec server")

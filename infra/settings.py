@@ -121,6 +121,12 @@ class Settings:
     def __post_init__(self) -> None:
         if not self.field_agents:
             raise ValueError("ARREARS_FIELD_AGENTS: name at least one field agent (comma-separated)")
+        seen: set[str] = set()
+        for name in self.field_agents:
+            # A visit needs distinct people: one name twice would count one agent as two staff.
+            if name.strip().casefold() in seen:
+                raise ValueError(f"ARREARS_FIELD_AGENTS: {name.strip()!r} is named more than once")
+            seen.add(name.strip().casefold())
         if self.payload_keys:
             from infra.codec import parse_keys
 

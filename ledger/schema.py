@@ -58,22 +58,29 @@ case_events = Table(
 
 # Work for people: call tasks for agents, field visits, hand-offs to legal, supervisor flags.
 # Agents pull open items and report outcomes, which become call_outcome / field_visit_report signals.
+# The case's own events close them (a withdrawn or expired call task, a cancelled or completed visit,
+# the case closing), in the transaction that appends those events: a queue shows only work the case
+# still wants.
 work_items = Table(
     "work_items", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("item_key", String(200), nullable=False, unique=True),
+    Column("item_id", String(200), nullable=False, unique=True),  # the public id: the key, safe in a URL
     Column("loan_id", String(64), nullable=False, index=True),
     Column("workflow_id", String(200), nullable=False),
     Column("queue", String(32), nullable=False),
-    Column("state", String(16), nullable=False),     # open, done, withdrawn
+    Column("case_ref", String(200)),  # what the case calls it: a call task's task_id, a visit's visit_id
+    Column("state", String(16), nullable=False),     # open, done, withdrawn, expired
     Column("assigned_to", String(200)),
     Column("payload", JSON, nullable=False),
     Column("outcome", String(32)),
+    Column("reason", Text),  # why it was closed other than with an outcome
     Column("reported_by", String(64)),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("due_at", DateTime(timezone=True), nullable=False),  # call: when queued; visit: when scheduled
     Column("completed_at", DateTime(timezone=True)),
     Column("retain_until", Date, nullable=False, index=True),
-    Index("ix_work_items_queue_state", "queue", "state"),
+    Index("ix_work_items_queue_state_due_at", "queue", "state", "due_at", "id"),
 )
 
 TABLES = (contact_attempts, case_events, work_items)

@@ -12,12 +12,14 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from sqlalchemy import delete, event, literal, select, update
+from sqlalchemy import delete, event, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from ledger import work
 from ledger.schema import TABLES, case_events, contact_attempts, work_items
+from ledger.work import WorkItemRow
 
 ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg"}
 # Connections a ledger keeps by default (a command, an agent). A worker sizes its pool to its
@@ -97,19 +99,6 @@ class Trail:
     workflow_id: str
     events: list[dict[str, Any]]
     retain_until: date
-
-
-@dataclass(frozen=True)
-class WorkItemRow:
-    item_key: str
-    loan_id: str
-    workflow_id: str
-    queue: str
-    state: str
-    assigned_to: str | None
-    payload: dict[str, Any]
-    outcome: str | None
-    created_at: datetime
 
 
 def _now() -> datetime:
@@ -253,6 +242,9 @@ class Ledger:
             return await self._append(connection, trail)
 
     async def _append(self, connection: AsyncConnection, trail: Trail | None) -> int:
+        """Append ``trail``'s events; those new here close the work they end (a withdrawn call task,
+        a cancelled visit, the case closing), in this transaction: once, whichever activity carried
+        them, and never again on a retry or a replay (which finds the events there already)."""
         if trail is None or not trail.events:
             return 0
         recorded = _now()
@@ -267,7 +259,15 @@ class Ledger:
         added = await connection.execute(
             self._insert(case_events).values(rows)
             .on_conflict_do_nothing(index_elements=["loan_id", "seq"]).returning(case_events.c.seq))
-        return len(added.all())
+        new = {row.seq for row in added}
+        for event_row in sorted((r for r in rows if r["seq"] in new), key=lambda r: r["seq"]):
+            closing = work.closing(event_row)
+            if closing is not None:
+                await connection.execute(work.close_items(trail.loan_id, trail.workflow_id, closing, recorded))
+            moved = work.reassigned_calls(trail.loan_id, trail.workflow_id, event_row)
+            if moved is not None:
+                await connection.execute(moved)
+        return len(new)
 
     @_to_completion
     async def events(self, loan_id: str) -> list[dict[str, Any]]:
@@ -280,28 +280,56 @@ class Ledger:
     @_to_completion
     async def add_work(self, key: str, *, loan_id: str, workflow_id: str, queue: str, payload: dict[str, Any],
                        assigned_to: str | None, retain_until: date, trail: Trail | None = None,
+                       item_id: str | None = None, case_ref: str | None = None, due_at: datetime | None = None,
                        ) -> tuple[WorkItemRow, bool]:
         """Put one item on a queue, once per key (with the case's ``trail``, riding along, in the
-        same transaction); returns the item and whether it is new."""
+        same transaction); returns the item and whether it is new. ``item_id`` is its public id (by
+        default the key made safe for a file name or URL), ``case_ref`` what the case calls it (a
+        newer item by that name replaces an open one: a visit's next attempt), ``due_at`` when it
+        is due (by default now)."""
+        now = _now()
+        values = dict(item_key=key, item_id=item_id or _safe_name(key), loan_id=loan_id, workflow_id=workflow_id,
+                      queue=queue, case_ref=case_ref, state="open", assigned_to=assigned_to, payload=payload,
+                      created_at=now, due_at=work.utc(due_at) if due_at is not None else now,
+                      retain_until=retain_until)
         async with self._write() as connection:
             await self._append(connection, trail)
-            inserted = await connection.execute(self._insert(work_items).values(
-                item_key=key, loan_id=loan_id, workflow_id=workflow_id, queue=queue, state="open",
-                assigned_to=assigned_to, payload=payload, created_at=_now(), retain_until=retain_until,
-            ).on_conflict_do_nothing(index_elements=["item_key"]))
+            inserted = await connection.execute(self._insert(work_items).values(**values)
+                                                .on_conflict_do_nothing(index_elements=["item_key"]))
+            if inserted.rowcount == 1 and case_ref is not None:
+                await connection.execute(work.replaced_items(values, now))
             row = (await connection.execute(select(work_items).where(work_items.c.item_key == key))).one()
         return _work(row), inserted.rowcount == 1
 
     @_to_completion
-    async def open_work(self, queue: str, *, assigned_to: str | None = None, limit: int = 100) -> list[WorkItemRow]:
+    async def work_queue(self, queue: str, *, assigned_to: str | list[str] | None = None, limit: int = 100,
+                         after: str | None = None) -> tuple[list[WorkItemRow], str | None]:
+        """The open items of ``queue``, soonest due first (then oldest), ``limit`` at a time: the
+        page after the cursor ``after``, and the cursor of the next page (None: this was the last).
+        ``assigned_to`` is one name or a team's names, each matched exactly against an item's
+        comma-separated assignees; None: everybody's. A cursor this queue never gave out is refused
+        with ValueError."""
+        if limit < 1:
+            raise ValueError(f"limit: must be at least 1, not {limit}")
         query = (select(work_items).where(work_items.c.queue == queue, work_items.c.state == "open")
-                 .order_by(work_items.c.id).limit(limit))
+                 .order_by(work_items.c.due_at, work_items.c.id).limit(limit + 1))
         if assigned_to is not None:
-            # One of a comma-separated team, exactly: agent-1 is not agent-10.
-            team = literal(",") + work_items.c.assigned_to + literal(",")
-            query = query.where(team.contains(f",{assigned_to},", autoescape=True))
+            names = [assigned_to] if isinstance(assigned_to, str) else list(assigned_to)
+            if not names:
+                return [], None
+            query = query.where(work.assigned_to_any(names))
+        if after is not None:
+            query = query.where(work.after(after))
         async with self.engine.connect() as connection:
-            return [_work(row) for row in await connection.execute(query)]
+            rows = (await connection.execute(query)).all()
+        page = rows[:limit]
+        more = len(rows) > limit
+        return [_work(row) for row in page], work.cursor_at(page[-1].due_at, page[-1].id) if more else None
+
+    async def open_work(self, queue: str, *, assigned_to: str | None = None, limit: int = 100) -> list[WorkItemRow]:
+        """The first ``limit`` open items of ``queue`` (see :meth:`work_queue`)."""
+        items, _ = await self.work_queue(queue, assigned_to=assigned_to, limit=limit)
+        return items
 
     @_to_completion
     async def work_item(self, key: str) -> WorkItemRow:
@@ -312,14 +340,24 @@ class Ledger:
         return _work(row)
 
     @_to_completion
-    async def complete_work(self, key: str, *, outcome: str, reported_by: str, state: str = "done") -> WorkItemRow:
-        """Close an open item with its outcome. Closing it again with the same outcome is a no-op;
-        with another one it is refused, naming the item."""
+    async def work_item_by_id(self, item_id: str) -> WorkItemRow | None:
+        """The item of public id ``item_id``, or None."""
+        async with self.engine.connect() as connection:
+            row = (await connection.execute(
+                select(work_items).where(work_items.c.item_id == item_id))).one_or_none()
+        return None if row is None else _work(row)
+
+    @_to_completion
+    async def complete_work(self, key: str, *, outcome: str, reported_by: str, state: str = "done",
+                            reason: str | None = None) -> WorkItemRow:
+        """Close an open item with its outcome (and, when it did not get done, why). Closing it again
+        with the same outcome is a no-op; with another one it is refused, naming the item."""
         async with self._write() as connection:
             # Only an item still open is closed: of two reports at once, the second finds it closed.
             closed = await connection.execute(update(work_items).where(
                 work_items.c.item_key == key, work_items.c.state == "open").values(
-                state=state, outcome=outcome, reported_by=_fit(reported_by, 64), completed_at=_now()))
+                state=state, outcome=outcome, reported_by=_fit(reported_by, 64), reason=_clean(reason),
+                completed_at=_now()))
             row = (await connection.execute(select(work_items).where(work_items.c.item_key == key))).one_or_none()
         if row is None:
             raise LedgerError(f"work item {key!r}: no such item")
@@ -373,10 +411,12 @@ def _fit(value: str | None, length: int) -> str | None:
     return None if value is None else _clean(value)[:length]
 
 
-def _work(row: Any) -> WorkItemRow:
-    return WorkItemRow(item_key=row.item_key, loan_id=row.loan_id, workflow_id=row.workflow_id, queue=row.queue,
-                       state=row.state, assigned_to=row.assigned_to, payload=row.payload, outcome=row.outcome,
-                       created_at=row.created_at)
+_work = work.row_to_item
+
+
+def _safe_name(key: str) -> str:
+    """A work item's public id from its key (as ``activities.outbox.safe_name`` names its file)."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in key)
 
 
 def retain_until(created: date, years: int | None) -> date:

@@ -37,7 +37,7 @@ DEV_SERVER = BIN / "temporal"
 ROOT = Path(__file__).resolve().parents[1]
 
 # Fixtures that live with their helpers: `ledger` (SQLite and PostgreSQL), `mailbox` and `smtp_url`.
-pytest_plugins = ["tests.ledger_fixtures", "tests.mail_server"]
+pytest_plugins = ["tests.ledger_fixtures", "tests.mail_server", "tests.desk_fixtures"]
 
 
 def settings_for(data_dir: Path) -> Settings:

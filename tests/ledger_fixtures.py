@@ -35,12 +35,14 @@ async def _postgres_or_skip() -> Ledger:
     return admin
 
 
-async def open_ledger(backend: str, tmp_path: Path) -> tuple[Ledger, str]:
-    """A migrated ledger and the URL (plus schema) that reaches it."""
+async def open_ledger(backend: str, tmp_path: Path, *, migrated: bool = True) -> tuple[Ledger, str]:
+    """A ledger (migrated to the newest schema unless told not to) and the URL (plus schema) that
+    reaches it."""
     if backend == "sqlite":
         url = f"sqlite:///{tmp_path / 'ledger.db'}"
         ledger = Ledger.connect(url)
-        await ledger.migrate()
+        if migrated:
+            await ledger.migrate()
         return ledger, url
     admin = await _postgres_or_skip()
     schema = f"t_{uuid.uuid4().hex[:12]}"
@@ -49,7 +51,8 @@ async def open_ledger(backend: str, tmp_path: Path) -> tuple[Ledger, str]:
     await admin.close()
     ledger = Ledger.connect(POSTGRES_URL, schema=schema)
     ledger.test_schema = schema  # type: ignore[attr-defined]
-    await ledger.migrate()
+    if migrated:
+        await ledger.migrate()
     return ledger, POSTGRES_URL
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -296,3 +297,128 @@ def test_the_workers_use_the_migrated_postgresql_ledger(services: dict[str, dict
     assert worker["depends_on"]["migrate-ledger"]["condition"] == "service_completed_successfully"
     assert migrate["depends_on"]["create-ledger-database"]["condition"] == "service_completed_successfully"
     assert "CREATE DATABASE arrears" in services["create-ledger-database"]["command"][0]
+
+
+# -- who holds what (README "Who holds what") ----------------------------------------------------
+DESK_SERVICE = "desk"
+CODEC_SERVICE = "codec-server"
+UI_SERVICE = "temporal-ui"
+# Hold the payload keys: the workers and the desk (to read and write cases), and the codec server
+# (to decrypt for reading, behind a token).
+KEY_HOLDERS = {WORKER_SERVICE, DESK_SERVICE, CODEC_SERVICE}
+# Reach the Temporal frontend: the desk and the workers act on cases; the read-only UI and the
+# one-shot that registers search attributes (no payload keys) read or set up the namespace.
+FRONTEND_CLIENTS = {WORKER_SERVICE, DESK_SERVICE, UI_SERVICE, SEARCH_ATTRIBUTE_SERVICE}
+LOOPBACK = ("127.0.0.1", "::1", "[::1]", "localhost")
+
+
+def published_ports(service: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(host address or "" for all interfaces, host port, container port) of each published port."""
+    found = []
+    for port in service.get("ports") or []:
+        if isinstance(port, dict):
+            found.append((str(port.get("host_ip", "")), str(port.get("published", "")), str(port.get("target", ""))))
+            continue
+        text = str(port).split("/", 1)[0]
+        if text.startswith("["):  # [::1]:8000:8000
+            address, _, rest = text[1:].partition("]:")
+            host_port, _, container = rest.rpartition(":")
+            found.append((address, host_port, container))
+            continue
+        parts = text.split(":")
+        if len(parts) == 1:  # "7233": a random host port on all interfaces
+            found.append(("", "", parts[0]))
+        elif len(parts) == 2:
+            found.append(("", parts[0], parts[1]))
+        else:
+            found.append((":".join(parts[:-2]), parts[-2], parts[-1]))
+    return found
+
+
+def test_the_port_parser_reads_short_and_long_forms() -> None:
+    assert published_ports({"ports": ["7233", "8080:8080", "127.0.0.1:8081:8081/tcp", "[::1]:8000:8000",
+                                      {"target": 7233, "published": 7233, "host_ip": "127.0.0.1"}]}) == [
+        ("", "", "7233"), ("", "8080", "8080"), ("127.0.0.1", "8081", "8081"), ("::1", "8000", "8000"),
+        ("127.0.0.1", "7233", "7233")]
+
+
+def test_the_temporal_ui_is_read_only(services: dict[str, dict[str, Any]]) -> None:
+    env = environment_of(services[UI_SERVICE])
+    assert env.get("TEMPORAL_DISABLE_WRITE_ACTIONS") == "true"
+    finer = {name: value for name, value in env.items() if name.endswith("_DISABLED")}
+    assert finer and all(value == "true" for value in finer.values()), finer
+    assert env.get("TEMPORAL_CODEC_ENDPOINT")
+
+
+def test_the_codec_server_requires_a_token(services: dict[str, dict[str, Any]]) -> None:
+    codec = services[CODEC_SERVICE]
+    env = environment_of(codec)
+    assert env.get("ARREARS_CODEC_AUTH") == "token"
+    words = command_words(codec)
+    assert words[:3] == ["python", "-m", "infra.codec_server"]
+    assert "--auth" not in words or words[words.index("--auth") + 1] == "token"
+    # The shared token is required (compose stops and says what to set), never a default.
+    assert [(name, has_default) for name, has_default in variable_uses(env.get("ARREARS_CODEC_TOKEN", ""))] == [
+        ("ARREARS_CODEC_TOKEN", True)]
+    assert env["ARREARS_CODEC_TOKEN"].startswith("${ARREARS_CODEC_TOKEN:?")
+    # Desk tokens are checked in the ledger the desk writes, once it is migrated.
+    assert env.get("ARREARS_DATABASE_URL") == environment_of(services[WORKER_SERVICE])["ARREARS_DATABASE_URL"]
+    assert codec["depends_on"]["migrate-ledger"]["condition"] == "service_completed_successfully"
+
+
+def test_only_the_workers_the_desk_and_the_codec_server_hold_the_payload_keys(
+        services: dict[str, dict[str, Any]]) -> None:
+    holders = {name for name, service in services.items()
+               if "ARREARS_PAYLOAD_KEYS" in environment_of(service)
+               or any("ARREARS_PAYLOAD_KEYS" in text for text in strings_in(service))}
+    assert holders == KEY_HOLDERS
+    worker_keys = environment_of(services[WORKER_SERVICE])["ARREARS_PAYLOAD_KEYS"]
+    for name in KEY_HOLDERS:
+        assert environment_of(services[name])["ARREARS_PAYLOAD_KEYS"] == worker_keys, name
+    assert not any(service.get("env_file") for service in services.values()), "an env_file could hand out keys"
+
+
+def test_only_the_desk_the_workers_and_readers_reach_the_temporal_frontend(
+        services: dict[str, dict[str, Any]]) -> None:
+    clients = {name for name, service in services.items() if name != "temporal"
+               and any("temporal:7233" in text for text in strings_in(service))}
+    assert clients == FRONTEND_CLIENTS
+    for name in FRONTEND_CLIENTS - KEY_HOLDERS:  # the UI and the one-shot: no keys
+        assert "ARREARS_PAYLOAD_KEYS" not in environment_of(services[name]), name
+
+
+def test_the_desk_service_serves_the_desk_with_the_workers_settings(services: dict[str, dict[str, Any]]) -> None:
+    desk, worker = services[DESK_SERVICE], services[WORKER_SERVICE]
+    assert desk.get("build")
+    assert command_words(desk) == ["python", "-m", "desk", "serve", "--host", "0.0.0.0", "--port", "8000"]
+    deps = desk["depends_on"]
+    assert deps["temporal"]["condition"] == "service_healthy"
+    assert deps["migrate-ledger"]["condition"] == "service_completed_successfully"
+    env, worker_env = environment_of(desk), environment_of(worker)
+    for name in ("TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "ARREARS_TASK_QUEUE", "ARREARS_DATABASE_URL"):
+        assert env.get(name) == worker_env[name], name
+    assert "ARREARS_DESK_SECURE_COOKIES" in env
+    assert {"ARREARS_OIDC_ISSUER", "ARREARS_OIDC_CLIENT_ID", "ARREARS_OIDC_CLIENT_SECRET"} <= set(env)
+    assert published_ports(desk) == [("127.0.0.1", "8000", "8000")]
+
+
+def test_the_temporal_frontend_is_not_published_on_all_interfaces(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        for address, host_port, container in published_ports(service):
+            if "7233" in (host_port, container):
+                assert address in LOOPBACK, f"{name} publishes the Temporal frontend on all interfaces"
+
+
+def test_services_without_a_login_of_their_own_are_on_loopback(services: dict[str, dict[str, Any]]) -> None:
+    # The UI has no login here and the codec server decrypts: the bank's proxy publishes them.
+    for name in (UI_SERVICE, CODEC_SERVICE):
+        ports = published_ports(services[name])
+        assert ports and all(address in LOOPBACK for address, _, _ in ports), (name, ports)
+
+
+def test_the_image_holds_every_package_the_services_run() -> None:
+    """`pip install .` in the Dockerfile builds the packages pyproject names: each must be copied."""
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["packages"]
+    copied = {source.rstrip("/") for source in dockerfile_copy_sources()}
+    missing = sorted({package.split(".")[0] for package in packages} - copied)
+    assert not missing, f"pyproject.toml installs {missing} but the Dockerfile does not COPY them"

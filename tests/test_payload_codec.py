@@ -424,8 +424,8 @@ async def test_a_history_recorded_before_encryption_replays_with_the_codec(path:
 
 # -- the codec server -------------------------------------------------------------
 @contextlib.contextmanager
-def serving(token: str | None = None, origins: tuple[str, ...] = (UI,)) -> Iterator[CodecHTTPServer]:
-    server = make_server(codec("k-b", "k-a"), "127.0.0.1", 0, origins=origins, token=token)
+def running(server: CodecHTTPServer) -> Iterator[CodecHTTPServer]:
+    """``server`` answering on a thread of its own until the block ends."""
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
@@ -434,6 +434,12 @@ def serving(token: str | None = None, origins: tuple[str, ...] = (UI,)) -> Itera
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+@contextlib.contextmanager
+def serving(token: str | None = None, origins: tuple[str, ...] = (UI,)) -> Iterator[CodecHTTPServer]:
+    with running(make_server(codec("k-b", "k-a"), "127.0.0.1", 0, origins=origins, token=token)) as server:
+        yield server
 
 
 def _body(items: list[Payload]) -> dict[str, Any]:

@@ -43,6 +43,8 @@ FEATURES = (
     "trail-rides-along",  # events ride with the next activity: a replaced call task's expiry, a short
     #                       wait's stage entry, a visit's start (its child's plan carries them)
     "timer-kept",  # a wait interrupted by a command keeps its timer when the next wake is the same
+    "work-follows-case",  # work the case ends (a call task withdrawn, a visit cancelled) reaches the
+    #                       ledger, which closes its item, before the case waits
 )
 
 

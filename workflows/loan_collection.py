@@ -21,7 +21,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.models import CaseEventsRequest, CaseFacts, ContactRequest, ProfileRequest, WorkItemRequest
     from domain.case import CaseState, open_case, tick
     from domain.commands import handle, validate
-    from domain.errors import Rejected
+    from domain.errors import BeyondLimit, Rejected
     from domain.decide import Act, Advance, Block, Defer, Finish, Wait, decide, mark_done
     from domain.case import Deferral
     from domain.stages import Channel
@@ -46,6 +46,11 @@ KEEP_TIMER = "timer-kept"
 # The longest the case's own notes ("info": a stage entered, a promise broken) wait for an
 # activity to ride with; what came from outside (a command, a verdict) never waits.
 RIDE_WAIT = timedelta(days=1)
+# Work the case ends reaches the ledger (which closes its item) before the case waits, so nobody
+# dials or visits a borrower the case has stopped contacting.
+WORK_FOLLOWS = "work-follows-case"
+WORK_ENDS = frozenset({"call_task_withdrawn", "call_task_expired", "field_visit_cancelled",
+                       "field_visit_completed", "field_visit_failed"})
 
 _MESSAGES = {
     Channel.SMS: CollectionActivities.send_sms,
@@ -78,7 +83,11 @@ def _update(name: str):
         try:
             validate(name, payload, self._case, self._input.strategy, workflow.now())
         except Rejected as err:
-            raise ApplicationError(str(err), type="Rejected", non_retryable=True) from None
+            # The type tells callers (the desk) a proposal beyond its approver's limit from a refusal;
+            # the details name the field and the reason apart.
+            extra = (str(err.share), err.role, str(err.limit)) if isinstance(err, BeyondLimit) else ()
+            raise ApplicationError(str(err), err.field, err.reason, *extra, type=type(err).__name__,
+                                   non_retryable=True) from None
 
     handler.__name__ = f"{name}_update"
     update = workflow.update(name=name)(handler)
@@ -241,7 +250,8 @@ class LoanCollectionWorkflow:
             # "sent" event's effect is in the ledger already; it rides whenever).
             notes = [e.at for e in pending if e.status == "info"]
             if (wakes_at is not None and wakes_at - min(notes, default=wakes_at) <= RIDE_WAIT
-                    and all(e.status in ("sent", "info") for e in pending) and self._uses(RIDE_ALONG)):
+                    and all(e.status in ("sent", "info") for e in pending) and self._uses(RIDE_ALONG)
+                    and not (any(e.kind in WORK_ENDS for e in pending) and self._uses(WORK_FOLLOWS))):
                 return
         await workflow.execute_activity_method(
             CollectionActivities.record_case_events, trail,

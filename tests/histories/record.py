@@ -17,7 +17,7 @@ import json
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from temporalio.api.common.v1 import WorkflowExecution
@@ -25,6 +25,8 @@ from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
+from domain.stages import Stage
+from domain.strategy import Strategy
 from infra.client import data_converter
 from infra.search_attributes import ensure_search_attributes
 from infra.settings import Settings
@@ -175,6 +177,40 @@ async def started_as_intake_starts(env: WorkflowEnvironment, queue: str) -> Work
     return handle
 
 
+def quick_field_visit() -> Strategy:
+    """The default ladder with a field-visit stage that ends a day and a half after the visit's
+    report is due: a visit reported late in it ends less than a day before the stage does."""
+    base = strategy().model_copy(deep=True)
+    base.stages[Stage.FIELD_VISIT] = base.stages[Stage.FIELD_VISIT].model_copy(
+        update={"dwell": timedelta(days=9, hours=12), "min_dwell": timedelta(days=7)})
+    return base
+
+
+async def work_follows_case(env: WorkflowEnvironment, queue: str) -> WorkflowHandle:
+    """Work the case ends reaches the ledger before the case waits: a hold withdraws the call task, a
+    visit reported on less than a day before its stage ends (the note of its end would otherwise
+    ride with the next stage's letter); the case closes with its legal hand-off open."""
+    handle = await _start(env.client, queue, "REPLAY-WORK", loan={"days_past_due": 50},
+                          strat=quick_field_visit(), compliance=PROFILES["demo"])
+    await env.sleep(timedelta(hours=1))  # the contact stage's first call task is queued
+    await handle.execute_update("hold", {"reason": "complaint", "by": "sup-2"})
+    await handle.execute_update("release", {"by": "sup-2"})
+    started: list[dict] = []
+    while not started:  # the contact stage's 14 days, then a day into the field visit
+        await env.sleep(timedelta(days=1))
+        started = [e for e in (await handle.query("status"))["events"] if e["kind"] == "field_visit_started"]
+    # The visit is planned 5 days after it starts, reported on 3 days after that at the latest, and
+    # its stage ends 8 days 12 hours after it starts: report at 7 days 14 hours.
+    await env.sleep(timedelta(days=7, hours=14) - (await env.get_current_time()
+                                                   - datetime.fromisoformat(started[0]["at"])))
+    await handle.execute_update("field_visit_report", {"outcome": "met", "visit_id": started[0]["detail"]["visit_id"],
+                                                       "agents": ["field-01", "field-02"], "by": "field-01"})
+    await env.sleep(timedelta(days=40))  # the legal letter's 15 days, then litigation and the hand-off
+    await handle.execute_update("close", {"outcome": "written_off", "note": "uneconomic", "by": "sup-2"})
+    await handle.result()
+    return handle
+
+
 SCENARIOS: dict[str, Callable[[WorkflowEnvironment, str], Awaitable[WorkflowHandle]]] = {
     "untouched_default_ladder": untouched_default_ladder,
     "operator_commands": operator_commands,
@@ -186,6 +222,7 @@ SCENARIOS: dict[str, Callable[[WorkflowEnvironment, str], Awaitable[WorkflowHand
     "compliance_resolved_by_worker": compliance_resolved_by_worker,
     "ledger_trail": ledger_trail,
     "started_as_intake_starts": started_as_intake_starts,
+    "work_follows_case": work_follows_case,
 }
 
 
