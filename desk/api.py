@@ -118,6 +118,8 @@ def create_app(desk: CaseDesk) -> FastAPI:
             return json.loads(raw)
         except (ValueError, UnicodeDecodeError) as err:
             raise Refused(400, f"the body is not JSON: {err}") from None
+        except RecursionError:
+            raise Refused(400, "the body is nested too deeply") from None
 
     def answer(done: Done) -> JSONResponse:
         return JSONResponse(done.body, status_code=done.status)
@@ -237,9 +239,9 @@ def create_app(desk: CaseDesk) -> FastAPI:
             user = await store.login(str(form.get("username", "")), str(form.get("password", "")),
                                      lockout_after=settings.lockout_after, lockout_for=settings.lockout_for)
         except LoginRefused as err:
-            status = 423 if err.locked_until else 401
-            return problem(status, str(err) + (f" until {err.locked_until:%Y-%m-%d %H:%M} UTC"
-                                               if err.locked_until else ""))
+            # The same answer whether the name exists, the password is wrong or the account is
+            # locked: a log-in form must not tell which accounts exist (users list shows locks).
+            return problem(401, str(err))
         session_id, csrf = await store.open_session(user, settings.session_longest)
         response = RedirectResponse("/api/v1/me", status_code=303)
         response.set_cookie(SESSION_COOKIE, session_id, httponly=True, samesite="strict",
@@ -249,7 +251,9 @@ def create_app(desk: CaseDesk) -> FastAPI:
 
     @app.post("/logout", include_in_schema=False)
     async def logout(request: Request) -> Response:
-        await caller(request)  # a session's CSRF token is required: nobody can log another out
+        identity = await caller(request)  # a session's CSRF token is required: nobody can log another out
+        if identity.via != "session":
+            raise Refused(400, "log-out ends a browser session; revoke a token with `python -m desk tokens revoke`")
         await store.end_session(request.cookies[SESSION_COOKIE])
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE)

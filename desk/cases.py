@@ -24,7 +24,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from desk.config import DeskSettings
 from desk.policy import Identity, Policy, identity_fields
-from desk.store import Approval, DeskStore
+from desk.store import Approval, DeskError, DeskStore
 from domain.command_base import AmountText
 from domain.commands import COMMANDS
 from domain.loan import Loan
@@ -180,24 +180,32 @@ class CaseDesk:
         justification = payload.pop("justification", None) if command == "propose_arrangement" else None
         if justification is not None and (not isinstance(justification, str) or len(justification) > 500):
             raise Refused(422, "must be text of at most 500 characters", "justification")
-        refusal = self.policy.refuses_command(identity, command, payload)
+        refusal = self.policy.refuses_command(identity, command)
         if refusal is not None:
             raise Refused(403, refusal)
-        stamped = self._stamp(identity, command, payload)
-        parsed(COMMANDS[command], stamped)
+        # What goes to the case is the command as validated, in its JSON form: the role table judges
+        # the values the case will read ("yes" is a true breathing_space), not the text sent.
+        values = parsed(COMMANDS[command], self._stamp(identity, command, payload)).model_dump(
+            mode="json", exclude_unset=True)
+        refusal = self.policy.refuses_values(identity, command, values)
+        if refusal is not None:
+            raise Refused(403, refusal)
         state = await self._open(identity, loan_id)
         if state.get("outcome"):
             raise Refused(409, f"the case is closed ({state['outcome']})")
         try:
-            return Done(200, {"status": await self._send(loan_id, command, stamped)})
+            return Done(200, {"status": await self._send(loan_id, command, values)})
         except _BeyondLimit as beyond:
-            return await self._needs_approval(identity, loan_id, command, payload, beyond, justification,
+            proposal = {k: v for k, v in values.items() if k not in identity_fields(command)}
+            return await self._needs_approval(identity, loan_id, command, proposal, beyond, justification,
                                               state["strategy"])
 
     def _stamp(self, identity: Identity, command: str, payload: dict[str, Any]) -> dict[str, Any]:
         stamped = {**payload, "by": identity.name}
         if command in ("call_outcome", "promise_to_pay"):
             stamped["agent"] = identity.name
+        if command == "field_visit_report":
+            stamped["agents"] = [identity.name]
         if command == "propose_arrangement":
             limit = self.policy.role(identity).approval_limit
             if limit is None:
@@ -324,7 +332,7 @@ class CaseDesk:
         command = REPORTS.get(item.queue)
         if command is None:
             raise Refused(409, f"the {item.queue} queue takes no outcomes; the case moves on by itself")
-        refusal = self.policy.refuses_command(identity, command, {})
+        refusal = self.policy.refuses_command(identity, command)
         if refusal is not None:
             raise Refused(403, refusal)
         if item.state != "open":
@@ -338,8 +346,12 @@ class CaseDesk:
         if command == "call_outcome":
             payload |= {"task_id": item.case_ref or item.item_id, "agent": identity.name}
         else:
-            staff = [identity.name] + [a for a in (report.agents or []) if a != identity.name]
-            payload |= {"visit_id": item.case_ref, "agents": staff}
+            others = [a for a in (report.agents or []) if a != identity.name]
+            strangers = sorted(set(others) - assignees)
+            if strangers:
+                raise Refused(422, f"{', '.join(strangers)} not assigned to this visit "
+                                   f"({item.assigned_to or 'nobody'})", "agents")
+            payload |= {"visit_id": item.case_ref, "agents": [identity.name, *others]}
         try:
             status = await self._send(item.loan_id, command, payload)
         except Refused as err:
@@ -370,7 +382,7 @@ class CaseDesk:
 
     # -- payments from the core banking system -------------------------------------------------
     async def payments(self, identity: Identity, body: Any) -> Done:
-        refusal = self.policy.refuses_command(identity, "payment_received", {})
+        refusal = self.policy.refuses_command(identity, "payment_received")
         if refusal is not None:
             raise Refused(403, refusal)
         batch = parsed(PaymentBatch, body)
@@ -397,11 +409,12 @@ class CaseDesk:
             return {"reference": event.reference, "loan_id": event.loan_id, "result": result,
                     **({"reason": reason} if reason else {})}
 
-        state, earlier, loan_id = await self.store.claim_payment(
-            event.reference, loan_id=event.loan_id, amount=event.amount, currency=event.currency,
-            paid_at=event.paid_at, received_from=identity.name)
-        if loan_id != event.loan_id:
-            return answer("refused", f"reference {event.reference} was already used for loan {loan_id}")
+        try:
+            state, earlier = await self.store.claim_payment(
+                event.reference, loan_id=event.loan_id, amount=event.amount, currency=event.currency,
+                paid_at=event.paid_at, received_from=identity.name)
+        except DeskError as err:
+            return answer("refused", str(err))
         if state in ("applied", "duplicate"):
             return answer("duplicate", earlier)
         try:

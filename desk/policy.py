@@ -22,7 +22,9 @@ CONTACT_DETAILS = ("name", "phone", "email", "address")
 # a request that sets them itself. ``agent`` names the caller in these two commands only (in
 # ``assign`` it names whom the case goes to).
 IDENTITY_FIELDS = ("by", "approver_role", "approved_by")
-CALLER_FIELDS = {"call_outcome": ("agent",), "promise_to_pay": ("agent",)}
+# ``agents`` of a visit report: the reporter, and co-workers only from the work item's assignees
+# (POST /api/v1/work/{item}/outcome), never names the caller picks.
+CALLER_FIELDS = {"call_outcome": ("agent",), "promise_to_pay": ("agent",), "field_visit_report": ("agents",)}
 
 
 class PolicyError(ValueError):
@@ -105,13 +107,17 @@ class Policy(BaseModel):
             return Role(name=identity.role, label="unknown role", cases="none", commands=frozenset())
         return role
 
-    def refuses_command(self, identity: Identity, command: str, payload: dict[str, Any]) -> str | None:
-        role = self.role(identity)
-        if command not in role.commands:
+    def refuses_command(self, identity: Identity, command: str) -> str | None:
+        if command not in self.role(identity).commands:
             return f"role {identity.role} may not send {command}"
+        return None
+
+    def refuses_values(self, identity: Identity, command: str, values: dict[str, Any]) -> str | None:
+        """The restricted values among ``values``: the command's fields *as the case reads them*
+        (validated and in their JSON form), so that "true" or "yes" is caught as well as true."""
         for rule in self.restricted:
-            if rule.command == command and payload.get(rule.field) in rule.values and identity.role not in rule.roles:
-                value = payload.get(rule.field)
+            value = values.get(rule.field)
+            if rule.command == command and value in rule.values and identity.role not in rule.roles:
                 shown = str(value).lower() if isinstance(value, bool) else value
                 return (f"{command} with {rule.field} {shown} is for {', '.join(sorted(rule.roles))} only "
                         f"({rule.why})")

@@ -32,9 +32,10 @@ class DeskError(Rejected):
 
 
 class LoginRefused(Exception):
-    def __init__(self, reason: str, locked_until: datetime | None = None) -> None:
-        super().__init__(reason)
-        self.locked_until = locked_until
+    """A log-in refused; the reason is the same for every cause (see REFUSED)."""
+
+
+REFUSED = "wrong name or password, or the account is locked after repeated failures"
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,7 @@ class DeskStore:
             exists = (await connection.execute(select(desk_users.c.id).where(desk_users.c.name == name))).first()
             if exists is not None:
                 raise DeskError("name", f"a user {name!r} already exists")
+            await _names_apart(connection, name, team)
             await connection.execute(desk_users.insert().values(
                 name=name, role=role, team=team, password_hash=hashed, subject=subject, active=True,
                 failed_logins=0, created_at=datetime.now(UTC), created_by=created_by))
@@ -169,6 +171,7 @@ class DeskStore:
                 if (await connection.execute(select(desk_users.c.id).where(desk_users.c.name == name))).first():
                     raise DeskError("name", f"a local user {name!r} already exists; it cannot be taken over "
                                             "by the identity provider")
+                await _names_apart(connection, name, team)
                 await connection.execute(desk_users.insert().values(
                     name=name, role=role, team=team, subject=subject, active=True, failed_logins=0,
                     created_at=datetime.now(UTC), created_by="oidc"))
@@ -191,9 +194,9 @@ class DeskStore:
         except (VerificationError, InvalidHashError):
             good = False
         if row is None or not row.password_hash or not row.active:
-            raise LoginRefused("wrong name or password")
+            raise LoginRefused(REFUSED)
         if row.locked_until is not None and _utc(row.locked_until) > now:
-            raise LoginRefused("too many failed logins; the account is locked", _utc(row.locked_until))
+            raise LoginRefused(REFUSED)
         if not good:
             # Counted in the database (a failure raised inside the transaction would undo the count).
             async with self.ledger._write() as connection:
@@ -205,9 +208,7 @@ class DeskStore:
                 if locked:
                     await connection.execute(update(desk_users).where(desk_users.c.name == name)
                                              .values(failed_logins=0, locked_until=locked))
-            if locked:
-                raise LoginRefused("too many failed logins; the account is locked", locked)
-            raise LoginRefused("wrong name or password")
+            raise LoginRefused(REFUSED)
         async with self.ledger._write() as connection:
             await connection.execute(update(desk_users).where(desk_users.c.name == name)
                                      .values(failed_logins=0, locked_until=None))
@@ -331,22 +332,37 @@ class DeskStore:
 
     # -- payments by reference -----------------------------------------------------------------
     async def claim_payment(self, reference: str, *, loan_id: str, amount: str, currency: str,
-                            paid_at: datetime | None, received_from: str) -> tuple[str, str | None, str]:
-        """Claim a payment's reference before applying it: (state, result, loan_id) of the earlier
-        claim when there was one ("sending" means it never finished: apply it again)."""
+                            paid_at: datetime | None, received_from: str) -> tuple[str, str | None]:
+        """Claim a payment's reference before applying it: ("new", None), or the state and result of
+        the earlier claim ("sending": it never finished, apply it again). A reference claimed for
+        another loan, amount or currency is refused (DeskError naming reference)."""
+        values = dict(reference=reference, loan_id=loan_id, amount=amount, currency=currency, paid_at=paid_at,
+                      state="sending", received_from=received_from, received_at=datetime.now(UTC))
         async with self.ledger._write() as connection:
-            row = (await connection.execute(select(desk_payments).where(desk_payments.c.reference == reference))).first()
-            if row is not None:
-                return row.state, row.result, row.loan_id
-            await connection.execute(desk_payments.insert().values(
-                reference=reference, loan_id=loan_id, amount=amount, currency=currency, paid_at=paid_at,
-                state="sending", received_from=received_from, received_at=datetime.now(UTC)))
-        return "new", None, loan_id
+            inserted = await connection.execute(self.ledger._insert(desk_payments).values(**values)
+                                                .on_conflict_do_nothing(index_elements=["reference"]))
+            if inserted.rowcount == 1:
+                return "new", None
+            row = (await connection.execute(select(desk_payments).where(desk_payments.c.reference == reference))).one()
+        if (row.loan_id, row.amount, row.currency) != (loan_id, amount, currency):
+            raise DeskError("reference", f"{reference} was already received for loan {row.loan_id}, "
+                                         f"{row.amount} {row.currency}")
+        return row.state, row.result
 
     async def finish_payment(self, reference: str, state: str, result: str | None) -> None:
         async with self.ledger._write() as connection:
             await connection.execute(update(desk_payments).where(desk_payments.c.reference == reference)
                                      .values(state=state, result=result))
+
+
+async def _names_apart(connection: Any, name: str, team: str | None) -> None:
+    """Users and teams share one namespace (a case is assigned to either): a user may not be named
+    like a team, nor a team like another user."""
+    if (await connection.execute(select(desk_users.c.id).where(desk_users.c.team == name))).first():
+        raise DeskError("name", f"{name!r} is the name of a team")
+    if team is not None and team != name and (
+            await connection.execute(select(desk_users.c.id).where(desk_users.c.name == team))).first():
+        raise DeskError("team", f"{team!r} is the name of a user")
 
 
 def _user(row: Any) -> User:

@@ -144,10 +144,10 @@ def cursor_at(due_at: datetime, item_id: int) -> str:
 def _decode(cursor: str) -> tuple[datetime, int]:
     try:
         due, last_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if not isinstance(last_id, int) or isinstance(last_id, bool):
+        if not isinstance(last_id, int) or isinstance(last_id, bool) or not 0 <= last_id < 2**63:
             raise TypeError
         return utc(datetime.fromisoformat(due)), last_id
-    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError):
+    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError, OverflowError, RecursionError):
         raise ValueError(f"{cursor[:40]!r} is not a cursor this queue gave out") from None
 
 

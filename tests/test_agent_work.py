@@ -106,6 +106,8 @@ async def test_a_field_agent_reports_the_visit_the_item_is_for(env, worker):
         outsider = next(name for name in FIELD_STAFF if name not in staff)
         path = f"/api/v1/work/{item['item_id']}/outcome"
         assert (await desk.post(outsider, path, {"outcome": "met"})).status_code == 403
+        stranger = await desk.post(staff[0], path, {"outcome": "met", "agents": [outsider]})
+        assert stranger.status_code == 422 and stranger.json()["field"] == "agents"
         response = await desk.post(staff[0], path, {"outcome": "met", "note": "agreed to pay on Friday",
                                                     "agents": [staff[1]]})
         assert response.status_code == 200, response.text

@@ -49,7 +49,8 @@ MAY_SEND = {
     "compliance": {"dispute", "dispute_resolved", "cease_contact", "vulnerability", "hardship", "hardship_resolved",
                    "hold", "release", "close"},
     "admin": set(),
-    "payments": {"payment_received"},
+    # The payments system posts payments in batches (POST /api/v1/payments, below) and opens no case.
+    "payments": set(),
 }
 ONE_PER_ROLE = {"agent": "a1", "field_agent": "f1", "supervisor": "s1", "compliance": "c1", "admin": "ad",
                 "payments": "p1"}
@@ -109,8 +110,9 @@ async def test_restricted_values_only_from_the_roles_named(desk: Desk) -> None:
     written_off = {"outcome": "written_off", "note": "uneconomic"}
     response = await desk.command("c1", loan_id, "close", written_off)
     assert response.status_code == 403 and "supervisor" in response.json()["reason"]
-    response = await desk.command("a1", loan_id, "hardship", {"reason": "advice", "breathing_space": True})
-    assert response.status_code == 403 and "breathing_space" in response.json()["reason"]
+    for value in (True, "true", "yes", 1, "on"):  # every spelling the case would read as true
+        response = await desk.command("a1", loan_id, "hardship", {"reason": "advice", "breathing_space": value})
+        assert response.status_code == 403 and "breathing_space" in response.json()["reason"], value
     # The same commands with other values, or from the roles named, go through.
     response = await desk.command("c1", loan_id, "hardship", {"reason": "advice", "breathing_space": True})
     assert response.status_code == 422 and response.json()["field"] == "breathing_space"  # demo profile: no scheme
@@ -144,9 +146,13 @@ async def test_contact_details_are_clear_only_to_roles_that_need_them(desk: Desk
                      "address": "1 Test Street, Springfield", "masked": []}
     agent = (await desk.get("a1", f"/api/v1/cases/{loan_id}")).json()["borrower"]
     assert agent["phone"] == "+15555550123" and agent["address"] == "*** (masked)" and agent["masked"] == ["address"]
-    system = (await desk.get("p1", f"/api/v1/cases/{loan_id}")).json()["borrower"]
-    assert system["phone"] == "*" * 8 + "0123" and system["email"] == "a***@example.com"
-    assert system["name"] == "A*** E***" and "Springfield" not in str(system)
+    field = (await desk.get("f1", f"/api/v1/cases/{loan_id}")).json()["borrower"]
+    assert field["email"] == "a***@example.com" and field["address"] == "1 Test Street, Springfield"
+    from desk.cases import mask
+
+    assert mask("phone", "+15555550123") == "*" * 8 + "0123" and mask("name", "Ada Example") == "A*** E***"
+    # A system that only posts payments reads no case at all (events carry free text).
+    assert (await desk.get("p1", f"/api/v1/cases/{loan_id}")).status_code == 403
 
 
 @pytest.mark.parametrize("field", ["by", "approver_role", "approved_by"])
@@ -183,6 +189,8 @@ async def test_bad_json_non_objects_and_oversized_bodies_are_refused_without_eff
     assert response.status_code == 413
     response = await desk.command("s1", loan_id, "hold", {"reason": "x" * 501})
     assert response.status_code == 422 and response.json()["field"] == "reason"
+    response = await desk.http.post(path, content=b"[" * 60_000, headers=headers)
+    assert response.status_code == 400 and "nested" in response.json()["reason"]
     response = await desk.command("s1", loan_id, "hold", {"reason": "x", "colour": "red"})
     assert response.status_code == 422 and response.json()["field"] == "colour"
     after = (await desk.get("s1", f"/api/v1/cases/{loan_id}")).json()
@@ -300,6 +308,11 @@ async def test_a_payments_batch_is_applied_once_by_reference_under_retry(desk: D
     assert (await desk.post("a1", "/api/v1/payments", batch)).status_code == 403
     response = await desk.post("p1", "/api/v1/payments", {"payments": [{"loan_id": first, "amount": 1.5}]})
     assert response.status_code == 422 and response.json()["field"].startswith("payments.0")
+    # A reference is one payment: sent again for another amount, it is refused, not applied.
+    changed = {"payments": [{**batch["payments"][0], "amount": "900.00"}]}
+    result = (await desk.post("p1", "/api/v1/payments", changed)).json()["results"][0]
+    assert result["result"] == "refused" and "reference" in result["reason"] and "100.00" in result["reason"]
+    assert (await desk.get("s1", f"/api/v1/cases/{first}")).json()["paid_total"] == "100.00"
 
 
 async def test_a_payment_the_case_already_had_is_a_duplicate(desk: Desk) -> None:
@@ -380,7 +393,10 @@ async def test_the_queue_is_paged_in_due_order(desk: Desk) -> None:
     assert len(seen) == len(set(seen)) >= 3
     dues = [i["due_at"] for i in body["items"] + rest.json()["items"]]
     assert dues == sorted(dues)
-    assert (await desk.get("a2", "/api/v1/work", params={"queue": "calls", "after": "garbage"})).status_code == 422
+    for cursor in ("garbage", "WyIwMDAxLTAxLTAxVDAwOjAwOjAwKzAxOjAwIiwxXQ",  # year 1, an hour east: overflows
+                   "WyIyMDI2LTExLTMwVDAwOjAwOjAwKzAwOjAwIiwxMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDBd"):  # id 10**30
+        response = await desk.get("a2", "/api/v1/work", params={"queue": "calls", "after": cursor})
+        assert response.status_code == 422 and response.json()["field"] == "after", cursor
 
 
 async def test_the_case_still_validates_what_the_desk_lets_through(desk: Desk) -> None:
@@ -418,3 +434,23 @@ async def test_an_open_call_task_follows_the_case_to_its_new_agent(desk: Desk) -
             ).status_code == 403
     response = await desk.post("a2", f"/api/v1/work/{item['item_id']}/outcome", {"outcome": "reached"})
     assert response.status_code == 200 and response.json()["item"]["reported_by"] == "a2"
+
+
+async def test_a_visit_report_names_only_the_reporter_unless_the_work_item_names_more(desk: Desk) -> None:
+    loan_id = await assigned_case(desk)
+    response = await desk.command("f1", loan_id, "field_visit_report", {"outcome": "met", "agents": ["s1"]})
+    assert response.status_code == 400 and response.json()["field"] == "agents"
+
+
+async def test_user_and_team_names_do_not_collide(desk: Desk) -> None:
+    from desk.store import DeskError
+
+    with pytest.raises(DeskError, match="name of a team"):
+        await desk.store.add_user("t1", "agent")
+    with pytest.raises(DeskError, match="name of a user"):
+        await desk.store.add_user("newcomer", "agent", team="a2")
+
+
+async def test_log_out_is_for_browser_sessions(desk: Desk) -> None:
+    response = await desk.post("s1", "/logout")
+    assert response.status_code == 400 and "tokens revoke" in response.json()["reason"]
