@@ -155,6 +155,13 @@ def create_app(desk: CaseDesk) -> FastAPI:
         """The case's status; the borrower's contact details in clear only for roles that need them."""
         return await desk.case(await caller(request), loan_id)
 
+    @app.get("/api/v1/access-log", tags=["cases"], responses=ERRORS)
+    async def access_log(request: Request, loan_id: str | None = Query(None, max_length=64),
+                         user: str | None = Query(None, max_length=64),
+                         limit: int = Query(100, ge=1, le=1000)) -> dict[str, Any]:
+        """Who saw which borrower's personal data, and when (newest first)."""
+        return {"entries": await desk.access_log(await caller(request), loan_id=loan_id, user=user, limit=limit)}
+
     def command_route(name: str) -> Callable[..., Awaitable[Response]]:
         async def send(loan_id: str, request: Request) -> Response:
             identity = await caller(request)

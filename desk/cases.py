@@ -147,15 +147,27 @@ class CaseDesk:
             raise Refused(403, refusal)
         return state
 
-    async def case(self, identity: Identity, loan_id: str) -> dict[str, Any]:
+    async def case(self, identity: Identity, loan_id: str, *, reveal: bool = True, via: str = "api",
+                   what: str = "viewed") -> dict[str, Any]:
+        """The case's status and its borrower's contact details: in clear those the role needs
+        (when ``reveal``; masked otherwise), every such view written to the access log."""
         state = await self._open(identity, loan_id)
         loan = await self._loan(loan_id)
-        clear = self.policy.role(identity).contact_details
+        clear = self.policy.role(identity).contact_details if reveal else frozenset()
         details = {"name": loan.borrower_name, "phone": loan.phone, "email": loan.email, "address": loan.address}
         borrower = {kind: value if kind in clear else mask(kind, value) for kind, value in details.items()}
         borrower["masked"] = sorted(set(details) - clear)
+        borrower["revealable"] = sorted(set(details) & self.policy.role(identity).contact_details - clear)
+        if clear:
+            await self.store.log_access(identity, loan_id, what=what, details=sorted(clear), via=via)
         return {**state, "borrower": borrower, "jurisdiction": loan.jurisdiction, "product": loan.product,
                 "risk_grade": loan.risk_grade}
+
+    async def access_log(self, identity: Identity, *, loan_id: str | None, user: str | None,
+                         limit: int) -> list[dict[str, Any]]:
+        if not self.policy.role(identity).reads_access_log:
+            raise Refused(403, f"role {identity.role} does not read the access log")
+        return await self.store.access_log(loan_id=loan_id, user=user, limit=limit)
 
     async def _loan(self, loan_id: str) -> Loan:
         """The loan as the case's current run started with it (from its first history event)."""

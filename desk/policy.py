@@ -52,6 +52,7 @@ class Role(BaseModel):
     approval_limit: str | None = None
     approves: str | None = None
     manages_users: bool = False
+    reads_access_log: bool = False
 
     @field_validator("commands", mode="before")
     @classmethod

@@ -91,3 +91,16 @@ desk_payments = Table(
 )
 
 TABLES = (desk_users, desk_tokens, desk_sessions, desk_approvals, desk_payments)
+
+# Who saw a borrower's personal data, when, on which case, and which details (migration 0004).
+desk_access_log = Table(
+    "desk_access_log", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False, index=True),
+    Column("user_name", String(64), nullable=False, index=True),
+    Column("role", String(32), nullable=False),
+    Column("loan_id", String(64), nullable=False, index=True),
+    Column("what", String(32), nullable=False),     # viewed (the API, a page), revealed (unmasked on request)
+    Column("details", String(64), nullable=False),  # which details were shown in clear: name,phone,...
+    Column("via", String(16), nullable=False),      # api, web
+)

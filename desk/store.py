@@ -16,7 +16,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import and_, select, update
 
 from desk.policy import Identity
-from desk.schema import desk_approvals, desk_payments, desk_sessions, desk_tokens, desk_users
+from desk.schema import desk_access_log, desk_approvals, desk_payments, desk_sessions, desk_tokens, desk_users
 from domain.errors import Rejected
 from ledger import Ledger
 
@@ -329,6 +329,24 @@ class DeskStore:
             done = await connection.execute(update(desk_approvals).where(condition).values(
                 state=to, decided_by=decider, decided_at=now, outcome=outcome))
         return done.rowcount == 1
+
+    # -- who saw a borrower's personal data -----------------------------------------------------
+    async def log_access(self, identity: Identity, loan_id: str, *, what: str, details: list[str], via: str) -> None:
+        async with self.ledger._write() as connection:
+            await connection.execute(desk_access_log.insert().values(
+                at=datetime.now(UTC), user_name=identity.name, role=identity.role, loan_id=loan_id, what=what,
+                details=",".join(details), via=via))
+
+    async def access_log(self, *, loan_id: str | None = None, user: str | None = None,
+                         limit: int = 100) -> list[dict[str, Any]]:
+        query = select(desk_access_log).order_by(desk_access_log.c.id.desc()).limit(limit)
+        if loan_id is not None:
+            query = query.where(desk_access_log.c.loan_id == loan_id)
+        if user is not None:
+            query = query.where(desk_access_log.c.user_name == user)
+        return [{"at": _iso(row.at), "user": row.user_name, "role": row.role, "loan_id": row.loan_id,
+                 "what": row.what, "details": row.details.split(","), "via": row.via}
+                for row in await self._read(query)]
 
     # -- payments by reference -----------------------------------------------------------------
     async def claim_payment(self, reference: str, *, loan_id: str, amount: str, currency: str,

@@ -143,7 +143,7 @@ async def test_contact_details_are_clear_only_to_roles_that_need_them(desk: Desk
     loan_id = await assigned_case(desk)
     clear = (await desk.get("s1", f"/api/v1/cases/{loan_id}")).json()["borrower"]
     assert clear == {"name": "Ada Example", "phone": "+15555550123", "email": "ada@example.com",
-                     "address": "1 Test Street, Springfield", "masked": []}
+                     "address": "1 Test Street, Springfield", "masked": [], "revealable": []}
     agent = (await desk.get("a1", f"/api/v1/cases/{loan_id}")).json()["borrower"]
     assert agent["phone"] == "+15555550123" and agent["address"] == "*** (masked)" and agent["masked"] == ["address"]
     field = (await desk.get("f1", f"/api/v1/cases/{loan_id}")).json()["borrower"]
@@ -153,6 +153,14 @@ async def test_contact_details_are_clear_only_to_roles_that_need_them(desk: Desk
     assert mask("phone", "+15555550123") == "*" * 8 + "0123" and mask("name", "Ada Example") == "A*** E***"
     # A system that only posts payments reads no case at all (events carry free text).
     assert (await desk.get("p1", f"/api/v1/cases/{loan_id}")).status_code == 403
+    # Every view of personal data is in the access log, which supervisors and compliance read.
+    entries = (await desk.get("s1", "/api/v1/access-log", params={"loan_id": loan_id})).json()["entries"]
+    assert [(e["user"], e["details"], e["via"]) for e in entries][:3] == [
+        ("f1", ["address", "name", "phone"], "api"), ("a1", ["email", "name", "phone"], "api"),
+        ("s1", ["address", "email", "name", "phone"], "api")]
+    assert (await desk.get("c1", "/api/v1/access-log", params={"user": "a1"})).status_code == 200
+    for user in ("a1", "f1", "ad", "p1"):
+        assert (await desk.get(user, "/api/v1/access-log")).status_code == 403
 
 
 @pytest.mark.parametrize("field", ["by", "approver_role", "approved_by"])
