@@ -19,6 +19,7 @@ import csv
 import io
 import json
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -82,6 +83,12 @@ async def dev_server(folder: Path, data_converter=None) -> AsyncIterator[Workflo
         yield environment
     finally:
         await environment.shutdown()
+
+
+def machine() -> str:
+    """This machine, as a benchmark's result names it."""
+    return (f"{platform.machine()}, {psutil.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, "
+            f"Python {platform.python_version()}, {platform.system()}")
 
 
 def address_of(environment: WorkflowEnvironment) -> str:

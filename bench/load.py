@@ -28,7 +28,6 @@ import asyncio
 import json
 import logging
 import os
-import platform
 import random
 import statistics
 import sys
@@ -54,7 +53,7 @@ from activities.templates import TemplateBook  # noqa: E402
 from bench.baselines import BareStart, BenchEcho  # noqa: E402
 from bench.harness import (  # noqa: E402
     WorkerProcess, address_of, clone_portfolio, cpu_seconds, dev_server, environment, first_steps, history_faults,
-    pending_work, server_process, until_quiet,
+    machine, pending_work, server_process, until_quiet,
 )
 from infra.client import data_converter  # noqa: E402
 from infra.codec import generate_key  # noqa: E402
@@ -227,9 +226,7 @@ async def letters_per_second(count: int) -> dict[str, Any]:
 async def run(cases: int, more: int, samples: int, database: str | None) -> dict[str, Any]:
     began = time.perf_counter()
     result: dict[str, Any] = {"benchmark": "load", "cases": cases, "more": more,
-                              "machine": f"{platform.machine()}, {psutil.cpu_count()} cores, "
-                                         f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python "
-                                         f"{platform.python_version()}, {platform.system()}"}
+                              "machine": machine()}
     with tempfile.TemporaryDirectory(prefix="arrears-load-") as tmp:
         folder = Path(tmp)
         keys = generate_key()

@@ -7,7 +7,6 @@ carry its CSRF token in ``X-CSRF-Token`` (forms: a ``csrf_token`` field).
 
 from __future__ import annotations
 
-import html
 import json
 import secrets
 from collections.abc import Awaitable, Callable
@@ -76,6 +75,8 @@ class _TooLarge(Exception):
 
 
 def create_app(desk: CaseDesk) -> FastAPI:
+    from desk.web import add_workbench, local_path, login_page_html  # the workbench imports this module
+
     settings, store = desk.settings, desk.store
     app = FastAPI(title="Arrears desk", version="1", openapi_url="/api/v1/openapi.json", docs_url=None,
                   redoc_url=None, description=__doc__)
@@ -232,7 +233,7 @@ def create_app(desk: CaseDesk) -> FastAPI:
     @app.get("/login", include_in_schema=False)
     async def login_page(request: Request, error: str | None = None) -> HTMLResponse:
         token = request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(24)
-        page = HTMLResponse(_LOGIN_PAGE.format(csrf=html.escape(token), error=html.escape(error or "")))
+        page = HTMLResponse(login_page_html(request, token, error))
         page.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict", secure=settings.secure_cookies)
         return page
 
@@ -248,9 +249,11 @@ def create_app(desk: CaseDesk) -> FastAPI:
         except LoginRefused as err:
             # The same answer whether the name exists, the password is wrong or the account is
             # locked: a log-in form must not tell which accounts exist (users list shows locks).
+            if "text/html" in request.headers.get("accept", ""):  # a person at the form: the form again
+                return HTMLResponse(login_page_html(request, expected, str(err)), status_code=401)
             return problem(401, str(err))
         session_id, csrf = await store.open_session(user, settings.session_longest)
-        response = RedirectResponse("/api/v1/me", status_code=303)
+        response = RedirectResponse(local_path(form.get("next")) or "/api/v1/me", status_code=303)
         response.set_cookie(SESSION_COOKIE, session_id, httponly=True, samesite="strict",
                             secure=settings.secure_cookies, max_age=int(settings.session_longest.total_seconds()))
         response.delete_cookie(LOGIN_CSRF_COOKIE)
@@ -271,6 +274,7 @@ def create_app(desk: CaseDesk) -> FastAPI:
         return {"status": "ok"}
 
     _document_schemas(app)
+    add_workbench(app, desk)
     return app
 
 
@@ -315,14 +319,3 @@ def _document_schemas(app: FastAPI) -> None:
         return document
 
     app.openapi = openapi  # type: ignore[method-assign]
-
-
-_LOGIN_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Arrears desk: log in</title></head>
-<body><h1>Arrears desk</h1><p role="alert">{error}</p>
-<form method="post" action="/login">
-<input type="hidden" name="csrf_token" value="{csrf}">
-<label>Name <input name="username" autocomplete="username" required></label>
-<label>Password <input name="password" type="password" autocomplete="current-password" required></label>
-<button type="submit">Log in</button></form></body></html>
-"""

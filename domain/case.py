@@ -318,7 +318,9 @@ class CaseState(BaseModel):
         self.drop_deferred(now, "the case closed")
         self.outcome = outcome
         self.close_note = note
-        self.record(now, "case_closed", "info", reason=note, outcome=outcome.value)
+        # The amounts as the case closes: a settlement or a waiver has just written them down.
+        self.record(now, "case_closed", "info", reason=note, outcome=outcome.value,
+                    amount_past_due=str(self.amount_past_due), outstanding=str(self.outstanding))
 
 
 def open_case(loan: Loan, strategy: Strategy, now: datetime, profile: Profile | None = None) -> CaseState:
@@ -329,8 +331,13 @@ def open_case(loan: Loan, strategy: Strategy, now: datetime, profile: Profile | 
         amount_past_due=loan.amount_past_due, outstanding=loan.outstanding_amount,
     )
     case.sync_clock(now)
+    # What the case book (ledger/book.py) needs of the loan, besides the stage and DPD: never
+    # personal data, only what a portfolio is broken down by.
     case.record(now, "case_opened", "info", stage=stage.value, strategy=strategy.name,
-                days_past_due=loan.days_past_due, skip=[s.value for s in sorted(skip)])
+                days_past_due=loan.days_past_due, skip=[s.value for s in sorted(skip)],
+                currency=loan.currency, amount_past_due=str(loan.amount_past_due),
+                outstanding=str(loan.outstanding_amount), risk_grade=loan.risk_grade, product=loan.product,
+                jurisdiction=loan.jurisdiction)
     if profile is not None:
         case.apply_compliance(profile, loan.timezone, loan.vulnerable, now)
     return case

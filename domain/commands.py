@@ -59,7 +59,8 @@ class PaymentReceived(Command):
         excess = amount - min(amount, case.outstanding)
         case.outstanding -= amount - excess
         case.record(now, self.name, "accepted", reference=self.reference, amount=str(amount),
-                    amount_past_due=str(case.amount_past_due), excess=str(excess) if excess else None)
+                    amount_past_due=str(case.amount_past_due), outstanding=str(case.outstanding),
+                    excess=str(excess) if excess else None)
         if case.arrangement_active:
             arrangement_rules.pay(case, amount, strategy, now)
             return  # while an arrangement runs, it decides how the case ends

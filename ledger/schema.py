@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (
-    JSON, Column, Date, DateTime, Index, Integer, MetaData, String, Table, Text, UniqueConstraint,
+    JSON, BigInteger, Boolean, Column, Date, DateTime, Index, Integer, MetaData, String, Table, Text, UniqueConstraint,
 )
 
 metadata = MetaData(naming_convention={
@@ -84,3 +84,48 @@ work_items = Table(
 )
 
 TABLES = (contact_attempts, case_events, work_items)
+
+# Where every case stands now, one row per loan: a projection of ``case_events`` (``ledger/book.py``)
+# kept in the transaction that appends them, so the portfolio reads 10k cases in a few GROUP BYs
+# instead of listing Temporal histories. Amounts are integer thousandths of the currency unit: sums
+# stay exact on SQLite too (its NUMERIC is a float), and three decimals hold every currency the
+# engine accepts. What a case's events never said (a case opened before they said it) is "unknown"
+# (text) or NULL (amounts, dates). Not in TABLES (what the retention purge goes through): a row holds
+# no personal data, only the standing; its ``retain_until`` is that of its case's newest events.
+case_book = Table(
+    "case_book", metadata,
+    Column("loan_id", String(64), primary_key=True),
+    Column("workflow_id", String(200), nullable=False),
+    Column("stage", String(16), nullable=False),
+    Column("stage_entered_at", DateTime(timezone=True)),
+    Column("currency", String(8), nullable=False),
+    Column("amount_past_due_milli", BigInteger),
+    Column("outstanding_milli", BigInteger),
+    Column("risk_grade", String(8), nullable=False),
+    Column("product", String(64), nullable=False),
+    Column("jurisdiction", String(8), nullable=False),
+    Column("assigned_agent", String(64)),
+    Column("dpd_at_intake", Integer),
+    Column("intake_at", DateTime(timezone=True)),
+    # The day days-past-due count from (the intake's UTC date less the DPD at intake): the current
+    # DPD is today less this day, compared in SQL without date arithmetic.
+    Column("overdue_since", Date),
+    Column("paused", Boolean, nullable=False),
+    Column("holds", String(64), nullable=False),  # the kinds, comma-separated, the reason shown first
+    Column("promise_due_date", Date),
+    Column("promise_state", String(16)),          # pending, kept, broken
+    Column("arrangement_kind", String(16)),
+    Column("arrangement_state", String(16)),      # active, completed, broken, cancelled
+    Column("outcome", String(16)),                # None while the case is open
+    Column("closed_at", DateTime(timezone=True)),
+    Column("last_seq", Integer, nullable=False),  # the last event applied: later ones only, once each
+    Column("last_event_at", DateTime(timezone=True)),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("retain_until", Date, nullable=False, index=True),
+    # The portfolio's two questions, answered from these indexes alone, without reading the table: the
+    # open cases by stage, grade, currency and DPD with their amounts; the cases by outcome and holds.
+    Index("ix_case_book_portfolio", "outcome", "stage", "risk_grade", "currency", "overdue_since",
+          "dpd_at_intake", "amount_past_due_milli", "outstanding_milli"),
+    Index("ix_case_book_outcome_holds", "outcome", "holds"),
+    Index("ix_case_book_assigned_agent", "assigned_agent"),
+)

@@ -17,8 +17,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from ledger import work
-from ledger.schema import TABLES, case_events, contact_attempts, work_items
+from ledger import book, work
+from ledger.schema import TABLES, case_book, case_events, contact_attempts, work_items
 from ledger.work import WorkItemRow
 
 ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg"}
@@ -260,13 +260,18 @@ class Ledger:
             self._insert(case_events).values(rows)
             .on_conflict_do_nothing(index_elements=["loan_id", "seq"]).returning(case_events.c.seq))
         new = {row.seq for row in added}
-        for event_row in sorted((r for r in rows if r["seq"] in new), key=lambda r: r["seq"]):
+        fresh = sorted((r for r in rows if r["seq"] in new), key=lambda r: r["seq"])
+        for event_row in fresh:
             closing = work.closing(event_row)
             if closing is not None:
                 await connection.execute(work.close_items(trail.loan_id, trail.workflow_id, closing, recorded))
             moved = work.reassigned_calls(trail.loan_id, trail.workflow_id, event_row)
             if moved is not None:
                 await connection.execute(moved)
+        if fresh:
+            # The case's standing in the book moves with the same events, in the same transaction.
+            await book.keep(connection, self._insert, trail.loan_id, trail.workflow_id, fresh, trail.retain_until,
+                            recorded)
         return len(new)
 
     @_to_completion
@@ -275,6 +280,15 @@ class Ledger:
             result = await connection.execute(
                 select(case_events).where(case_events.c.loan_id == loan_id).order_by(case_events.c.seq))
             return [dict(row._mapping) for row in result]
+
+    # -- the case book: where each case stands now -----------------------------------------------
+    @_to_completion
+    async def standing(self, loan_id: str) -> dict[str, Any] | None:
+        """The case's row of the book (``ledger/book.py``: amounts as Decimal, holds as a list), or
+        None when the ledger holds none of its events."""
+        async with self.engine.connect() as connection:
+            row = (await connection.execute(select(case_book).where(case_book.c.loan_id == loan_id))).one_or_none()
+        return None if row is None else book.view(row)
 
     # -- work queues ------------------------------------------------------------------------
     @_to_completion
