@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench clean
+.PHONY: run test bench bench-desk clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,13 @@ BENCH_CASES ?= 2000
 bench: $(STAMP)
 	$(BIN)/python bench/cost.py
 	$(BIN)/python bench/load.py --cases $(BENCH_CASES)
+
+## bench-desk: the workbench with DESK_CASES live cases (queue, case page, portfolio vs /healthz), then the
+## portfolio's queries over a 10,000-case ledger (SQLite, and PostgreSQL when it answers)
+DESK_CASES ?= 10000
+bench-desk: $(STAMP)
+	$(BIN)/python bench/desk.py --cases $(DESK_CASES)
+	$(BIN)/python bench/portfolio.py
 
 clean:
 	rm -rf $(VENV) .data
