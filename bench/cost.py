@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from temporalio.runtime import LogForwardingConfig, LoggingConfig, Runtime, Tele
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from activities.templates import TemplateBook  # noqa: E402
+from bench.harness import show  # noqa: E402
 from domain.loan import Loan  # noqa: E402
 from infra.client import data_converter  # noqa: E402
 from infra.search_attributes import ensure_search_attributes  # noqa: E402
@@ -348,10 +348,7 @@ def main() -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
                         logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     result = asyncio.run(run(args.days, args.step, args.extra))
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print_table(result)
+    show(result, args.json, print_table)
 
 
 if __name__ == "__main__":

@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import random
 import socket
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -41,17 +39,13 @@ import httpx  # noqa: E402
 import structlog  # noqa: E402
 import uvicorn  # noqa: E402
 
-from bench.harness import WorkerProcess, address_of, dev_server, environment, first_steps, until_quiet  # noqa: E402
-from bench.harness import clone_portfolio, machine  # noqa: E402
+from bench.harness import WorkerProcess, address_of, environment, first_steps, until_quiet  # noqa: E402
+from bench.harness import clone_portfolio, machine, scratch_stack, show  # noqa: E402
 from desk.api import create_app  # noqa: E402
 from desk.cases import CaseDesk  # noqa: E402
 from desk.config import DeskSettings  # noqa: E402
 from desk.policy import load_policy  # noqa: E402
 from desk.store import DeskStore  # noqa: E402
-from infra.client import data_converter  # noqa: E402
-from infra.codec import generate_key  # noqa: E402
-from infra.search_attributes import ensure_search_attributes  # noqa: E402
-from infra.settings import Settings  # noqa: E402
 from ledger import Ledger  # noqa: E402
 from starter import intake  # noqa: E402
 
@@ -94,13 +88,9 @@ async def run(cases: int, samples: int, database: str | None) -> dict[str, Any]:
     began = time.perf_counter()
     result: dict[str, Any] = {"benchmark": "desk", "cases": cases, "samples": samples,
                               "machine": machine()}
-    with tempfile.TemporaryDirectory(prefix="arrears-desk-") as tmp:
-        folder = Path(tmp)
-        keys = generate_key()
-        settings = Settings(data_dir=folder / "data", payload_keys=keys, database_url=database or "")
-        async with dev_server(folder / "server", data_converter(settings)) as server:
+    async with scratch_stack("arrears-desk-", database) as stack:
+            folder, settings, keys, server = stack.folder, stack.settings, stack.keys, stack.server
             client = server.client
-            await ensure_search_attributes(client)
             tag = uuid.uuid4().hex[:4]
             ids = clone_portfolio(folder / "portfolio.csv", cases, tag)
             report = await intake(folder / "portfolio.csv", "default", settings, client=client)
@@ -200,10 +190,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     result = asyncio.run(run(args.cases, args.samples, args.database))
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print_table(result)
+    show(result, args.json, print_table)
 
 
 if __name__ == "__main__":

@@ -23,12 +23,14 @@ import platform
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import psutil
 from sqlalchemy import text
@@ -83,6 +85,42 @@ async def dev_server(folder: Path, data_converter=None) -> AsyncIterator[Workflo
         yield environment
     finally:
         await environment.shutdown()
+
+
+@dataclass(frozen=True)
+class Stack:
+    """A benchmark's scratch stack: its folder, settings (payloads encrypted with ``keys``, the
+    ledger at ``settings.ledger_url``) and the dev server, with search attributes registered."""
+
+    folder: Path
+    settings: Any
+    keys: str
+    server: WorkflowEnvironment
+
+
+@contextlib.asynccontextmanager
+async def scratch_stack(prefix: str, database: str | None = None) -> AsyncIterator[Stack]:
+    """A temporary folder with the dev server on a SQLite file in it; the ledger there too unless
+    ``database`` names one. Everything goes when the block ends."""
+    from infra.client import data_converter
+    from infra.codec import generate_key
+    from infra.search_attributes import ensure_search_attributes
+    from infra.settings import Settings
+
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        folder, keys = Path(tmp), generate_key()
+        settings = Settings(data_dir=folder / "data", payload_keys=keys, database_url=database or "")
+        async with dev_server(folder / "server", data_converter(settings)) as server:
+            await ensure_search_attributes(server.client)
+            yield Stack(folder, settings, keys, server)
+
+
+def show(result: dict[str, Any], as_json: bool, table: Callable[[dict[str, Any]], None]) -> None:
+    """A benchmark's result: one JSON object, or its table."""
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        table(result)
 
 
 def machine() -> str:

@@ -31,7 +31,6 @@ import os
 import random
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -52,14 +51,11 @@ from activities.letters import LetterDocument, render_pdf  # noqa: E402
 from activities.templates import TemplateBook  # noqa: E402
 from bench.baselines import BareStart, BenchEcho  # noqa: E402
 from bench.harness import (  # noqa: E402
-    WorkerProcess, address_of, clone_portfolio, cpu_seconds, dev_server, environment, first_steps, history_faults,
-    machine, pending_work, server_process, until_quiet,
+    WorkerProcess, address_of, clone_portfolio, cpu_seconds, environment, first_steps, history_faults,
+    machine, pending_work, scratch_stack, server_process, until_quiet,
 )
-from infra.client import data_converter  # noqa: E402
-from infra.codec import generate_key  # noqa: E402
 from infra.compliance import profile_for  # noqa: E402
 from infra.strategies import load_strategy  # noqa: E402
-from infra.search_attributes import ensure_search_attributes  # noqa: E402
 from infra.settings import Settings  # noqa: E402
 from ledger import Ledger  # noqa: E402
 from starter import IntakeReport, intake, read_portfolio  # noqa: E402
@@ -227,14 +223,10 @@ async def run(cases: int, more: int, samples: int, database: str | None) -> dict
     began = time.perf_counter()
     result: dict[str, Any] = {"benchmark": "load", "cases": cases, "more": more,
                               "machine": machine()}
-    with tempfile.TemporaryDirectory(prefix="arrears-load-") as tmp:
-        folder = Path(tmp)
-        keys = generate_key()
-        settings = Settings(data_dir=folder / "data", payload_keys=keys, database_url=database or "")
-        database = settings.ledger_url
-        async with dev_server(folder / "server", data_converter(settings)) as server:
+    async with scratch_stack("arrears-load-", database) as stack:
+            folder, settings, keys, server = stack.folder, stack.settings, stack.keys, stack.server
+            database = settings.ledger_url
             client, address = server.client, address_of(server)
-            await ensure_search_attributes(client)
             tag = uuid.uuid4().hex[:4]
             ids = clone_portfolio(folder / "first.csv", cases, f"{tag}a")
             result["intake_server_alone"] = await intake_against_bare(client, settings, folder / "first.csv", cases)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import statistics
@@ -35,6 +34,7 @@ if str(ROOT) not in sys.path:
 
 from sqlalchemy import insert, text  # noqa: E402
 
+from bench.harness import show  # noqa: E402
 from desk.portfolio import portfolio  # noqa: E402
 from desk.schema import desk_approvals  # noqa: E402
 from ledger import Ledger  # noqa: E402
@@ -244,10 +244,7 @@ def main() -> None:
     parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
     args = parser.parse_args()
     result = asyncio.run(run(args.cases, args.runs, args.appends, not args.no_postgres))
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print_table(result)
+    show(result, args.json, print_table)
 
 
 if __name__ == "__main__":
