@@ -282,7 +282,10 @@ async def test_the_log_says_who_decrypted_and_never_a_token(ledgered: Ledgered, 
     assert "POST decode 200 by shared token" in caplog.text and "POST decode 401" in caplog.text
     for secret in (*ledgered.tokens.values(), SHARED, "wrong-token-value", NAME):
         assert secret not in caplog.text
-        assert secret.split("_")[-1] not in caplog.text
+        # A desk token is arr_<id>_<secret>: its id may be looked up (and logged by the database
+        # driver), its secret (which may itself hold "_") never.
+        if secret.startswith("arr_"):
+            assert secret.split("_", 2)[2] not in caplog.text
 
 
 @pytest.mark.parametrize(("argv", "env", "message"), [
