@@ -34,6 +34,7 @@ from activities.smtp import mailer_from_url
 from activities.templates import TemplateBook
 from infra import logging as arrears_logging
 from infra.bytecode import keep_bytecode
+from infra.codec import codec_from_setting
 from infra.client import connect
 from infra.compliance import lint_templates
 from infra.search_attributes import ensure_search_attributes
@@ -52,12 +53,20 @@ CHANNEL_OF_ACTIVITY = {"send_sms": "sms", "send_email": "email", "issue_letter":
 SHUTDOWN_GRACE = timedelta(seconds=10)
 
 
+def open_ledger(settings: Settings) -> Ledger:
+    """The worker's ledger: a connection per activity slot, the payload keys to seal private reasons
+    with (without them the ledger keeps none: ``ledger/private.py``)."""
+    return Ledger.connect(settings.ledger_url, pool_size=settings.ledger_connections,
+                          codec=codec_from_setting(settings.payload_keys))
+
+
 def build_activities(settings: Settings, ledger: Ledger | None = None) -> CollectionActivities:
     """The channel adapters the settings select; a bad channel URL raises ValueError naming the setting."""
     templates = TemplateBook(settings.templates_dir)
     return CollectionActivities(
-        ledger=ledger or Ledger.connect(settings.ledger_url, pool_size=settings.ledger_connections),
+        ledger=ledger or open_ledger(settings),
         outbox=FileOutbox(settings.data_dir),
+        outbox_copies=settings.outbox_copies,
         templates=templates,
         sender=Sender(lender=settings.lender, contact_point=settings.contact_point, email_from=settings.email_from,
                       sms_from=settings.sms_from),
@@ -178,14 +187,18 @@ async def main() -> None:
             log.error("template refused", problem=problem)
         raise SystemExit(2)
     try:
-        ledger = Ledger.connect(settings.ledger_url, pool_size=settings.ledger_connections)
+        ledger = open_ledger(settings)
         activities = build_activities(settings, ledger)
     except (LedgerError, ValueError) as err:
         log.error("bad setting", error=str(err))
         raise SystemExit(2) from None
     log.info("payloads", encrypted=bool(settings.payload_keys))
+    if not settings.payload_keys:
+        log.warning("private reasons not kept", setting="ARREARS_PAYLOAD_KEYS",
+                    why="hardship, dispute and hold reasons are kept only encrypted; the ledger records that "
+                        "one was given, without its text")
     log.info("channels", email=activities.mailer.address if activities.mailer else "outbox",
-             sms=activities.sms.url if activities.sms else "outbox")
+             sms=activities.sms.url if activities.sms else "outbox", outbox_copies=settings.outbox_copies)
     try:
         await ledger.migrate()  # fail at start, naming the database, rather than at the first send
     except (LedgerError, OSError, SQLAlchemyError) as err:

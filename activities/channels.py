@@ -27,7 +27,7 @@ from activities.models import (
 )
 from activities.letter_press import LetterPress
 from activities.letters import LetterDocument, MissingGlyphs
-from activities.outbox import FileOutbox, safe_name
+from activities.outbox import CHANNEL_FOLDERS, FileOutbox, Kept, safe_name
 from activities.sms_provider import HttpSmsProvider
 from activities.smtp import SmtpMailer
 from activities.templates import TemplateBook, language_for
@@ -36,7 +36,7 @@ from domain.loan import Loan
 from domain.money import format_money
 from infra.compliance import profile_for, records_years
 from ledger import Ledger
-from ledger.store import Trail, retain_until
+from ledger.store import LedgerError, Trail, retain_until
 from workflows.inputs import case_workflow_id
 
 log = structlog.get_logger("arrears.activities")
@@ -56,7 +56,8 @@ def _message_id(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
-def _values(loan: Loan, facts: CaseFacts, sender: Sender, book: TemplateBook) -> dict[str, str]:
+def _values(loan: Loan, facts: CaseFacts, sender: Sender, book: TemplateBook, *, channel: str,
+            today: date | None = None) -> dict[str, object]:
     money = {
         "amount_past_due": format_money(Decimal(facts.amount_past_due), loan.currency),
         "outstanding": format_money(Decimal(facts.outstanding), loan.currency),
@@ -73,12 +74,33 @@ def _values(loan: Loan, facts: CaseFacts, sender: Sender, book: TemplateBook) ->
         "days_past_due": str(facts.days_past_due),
         "promise_due_date": facts.promise_due_date or "",
         "response_days": str(facts.response_days or 15),
-        "today": datetime.now(UTC).date().isoformat(),
+        "today": (today or datetime.now(UTC).date()).isoformat(),
         "promise_amount": "",
         "instalment_amount": "",
         "instalment_due_date": facts.instalment_due_date or "",
+        # The wording follows the case's history: "despite our earlier reminders" only after some
+        # (a case from before they were counted has None: the neutral wording).
+        "earlier_reminders": bool(facts.reminders_sent),
+        "channel": channel,
         **money,
     }
+
+
+def _refuse_when_late(not_after: datetime | None, what: str) -> None:
+    """Past ``not_after`` (on this worker's clock, just before the borrower would be reached) the
+    contact is refused for good and reaches nobody; the case defers it again, under a new key."""
+    if not_after is None:
+        return
+    deadline = not_after if not_after.tzinfo is not None else not_after.replace(tzinfo=UTC)
+    now = datetime.now(UTC)
+    if now > deadline:
+        raise ApplicationError(f"{what} may reach the borrower until {deadline.isoformat()}; it is "
+                               f"{now.isoformat(timespec='seconds')}", deadline.isoformat(),
+                               type="ContactWindowPassed", non_retryable=True)
+
+
+def _utc_text(moment: datetime | None) -> str | None:
+    return moment.astimezone(UTC).isoformat() if moment is not None else None
 
 
 def _trail(request: CaseEventsRequest | None) -> Trail | None:
@@ -86,7 +108,8 @@ def _trail(request: CaseEventsRequest | None) -> Trail | None:
     if request is None:
         return None
     rows = [dict(seq=request.first_seq + n, at=e.at, kind=e.kind, status=e.status, reason=e.reason,
-                 actor=e.actor, detail=e.model_dump(mode="json")["detail"]) for n, e in enumerate(request.events)]
+                 actor=e.actor, detail=e.model_dump(mode="json")["detail"], private=dict(e.private))
+            for n, e in enumerate(request.events)]
     return Trail(request.loan_id, request.workflow_id, rows, _keep_until(request.jurisdiction))
 
 
@@ -113,13 +136,15 @@ class CollectionActivities:
 
     def __init__(self, ledger: Ledger, outbox: FileOutbox, templates: TemplateBook, sender: Sender,
                  field_agents: list[str], *, press: LetterPress | None = None, mailer: SmtpMailer | None = None,
-                 sms: HttpSmsProvider | None = None) -> None:
+                 sms: HttpSmsProvider | None = None, outbox_copies: bool = False) -> None:
         self.ledger = ledger
         # Letters render in a thread unless the worker gives its press of processes.
         self.press = press or LetterPress(processes=0)
         self.mailer = mailer
         self.sms = sms
         self.outbox = outbox
+        # With a provider, a copy of each message (it names the borrower) only when asked for.
+        self.outbox_copies = outbox_copies
         self.templates = templates
         self.sender = sender
         self.field_agents = field_agents
@@ -169,20 +194,36 @@ class CollectionActivities:
         # Loan id and key only: borrower names, phones and addresses never go into logs.
         log.info(event, loan_id=loan.loan_id, idempotency_key=key, duplicate=not created, **extra)
 
+    async def _as_of(self, key: str) -> datetime:
+        """When ``key`` was first claimed: the date a message under it carries on every try, so
+        that a retry renders the same bytes (the same SHA-256) without a copy of the first."""
+        return await (await self._ledger()).claimed_at(key) or datetime.now(UTC)
+
+    async def _copy(self, channel: str, key: str, content: bytes) -> Kept:
+        """The message as sent. Without a provider for the channel the outbox *is* the channel;
+        with one, the outbox keeps a copy (it names the borrower) only if ARREARS_OUTBOX_COPIES asks."""
+        folder, suffix = CHANNEL_FOLDERS[channel]
+        if {"sms": self.sms, "email": self.mailer}[channel] is None or self.outbox_copies:
+            return await self.outbox.keep(folder, key, suffix, content)
+        return Kept(None, True, content)
+
     @activity.defn(name="send_sms")
     async def send_sms(self, request: ContactRequest) -> ContactReceipt:
         return await self._once("sms", request, lambda: self._sms(request))
 
     async def _sms(self, request: ContactRequest) -> ContactReceipt:
+        as_of = await self._as_of(request.idempotency_key)
         text = self.templates.render(request.template, request.loan.jurisdiction,
-                                     _values(request.loan, request.facts, self.sender, self.templates))
+                                     _values(request.loan, request.facts, self.sender, self.templates, channel="sms",
+                                             today=as_of.date()))
         message_id = _message_id(request.idempotency_key)
         record = {"message_id": message_id, "to": request.loan.phone, "template": request.template,
                   "body": text.body, "loan_id": request.loan.loan_id, "idempotency_key": request.idempotency_key}
-        # The message as sent is kept under its key; a retry sends that same text again, under the
+        _refuse_when_late(request.not_after, "the text")
+        # A retry sends that same text again (kept, or rendered again as of the claim), under the
         # same Idempotency-Key, so a provider that honours it delivers once.
-        kept = await self.outbox.keep("outbox/sms", request.idempotency_key, ".json",
-                                      json.dumps(record, ensure_ascii=False, indent=2).encode())
+        kept = await self._copy("sms", request.idempotency_key,
+                                json.dumps(record, ensure_ascii=False, indent=2).encode())
         if self.sms is not None:
             message = json.loads(kept.content)
             message_id = await self.sms.send(to=message["to"], body=message["body"], sender=self.sender.sms_from,
@@ -190,32 +231,35 @@ class CollectionActivities:
         self._logged("sms_sent", request.idempotency_key, request.loan, kept.created, template=request.template,
                      via=self.sms.url if self.sms else "outbox")
         return ContactReceipt(idempotency_key=request.idempotency_key, channel="sms", message_id=message_id,
-                              location=str(kept.path))
+                              location=kept.location, sha256=kept.sha256)
 
     @activity.defn(name="send_email")
     async def send_email(self, request: ContactRequest) -> ContactReceipt:
         return await self._once("email", request, lambda: self._email(request))
 
     async def _email(self, request: ContactRequest) -> ContactReceipt:
+        as_of = await self._as_of(request.idempotency_key)
         text = self.templates.render(request.template, request.loan.jurisdiction,
-                                     _values(request.loan, request.facts, self.sender, self.templates))
+                                     _values(request.loan, request.facts, self.sender, self.templates,
+                                             channel="email", today=as_of.date()))
         message_id = _message_id(request.idempotency_key)
         message = EmailMessage()
         message["From"] = self.sender.email_from
         message["To"] = request.loan.email
         message["Subject"] = text.subject or f"{self.sender.lender}: your account"
-        message["Date"] = formatdate(usegmt=True)
+        message["Date"] = formatdate(as_of.timestamp(), usegmt=True)
         message["Message-ID"] = f"<{message_id}@arrears>"
         message["X-Arrears-Idempotency-Key"] = request.idempotency_key
         message.set_content(text.body)
-        # The message as sent is kept under its key; a retry sends those same bytes again.
-        kept = await self.outbox.keep("outbox/email", request.idempotency_key, ".eml", bytes(message))
+        _refuse_when_late(request.not_after, "the e-mail")
+        # A retry sends those same bytes again (kept, or rendered again as of the claim).
+        kept = await self._copy("email", request.idempotency_key, bytes(message))
         if self.mailer is not None:
             await self.mailer.send(kept.content, sender=self.sender.email_from, recipient=request.loan.email)
         self._logged("email_sent", request.idempotency_key, request.loan, kept.created, template=request.template,
                      via=self.mailer.address if self.mailer else "outbox")
         return ContactReceipt(idempotency_key=request.idempotency_key, channel="email", message_id=message_id,
-                              location=str(kept.path))
+                              location=kept.location, sha256=kept.sha256)
 
     @activity.defn(name="issue_letter")
     async def issue_letter(self, request: ContactRequest) -> ContactReceipt:
@@ -224,11 +268,11 @@ class CollectionActivities:
     async def _letter(self, request: ContactRequest) -> ContactReceipt:
         """The letter as a PDF under ``letters/``: itemised amounts, the borrower's rights, how to
         dispute, a contact point; in the loan's language. Referenced by path and hash, never by content."""
-        values = _values(request.loan, request.facts, self.sender, self.templates)
+        values = _values(request.loan, request.facts, self.sender, self.templates, channel="letter")
         text = self.templates.render(request.template, request.loan.jurisdiction, values)
         document = LetterDocument(
             language=language_for(request.loan.jurisdiction), title=text.subject or "", sender=self.sender.lender,
-            recipient=[request.loan.borrower_name, request.loan.address], date=values["today"],
+            recipient=[request.loan.borrower_name, request.loan.address], date=str(values["today"]),
             reference=f"{request.loan.loan_id} · {request.idempotency_key.rsplit('/', 3)[-3]}", body=text.body)
         # A retry after the letter was written (the worker died before confirming it) issues that
         # letter, without rendering it again.
@@ -239,6 +283,7 @@ class CollectionActivities:
             except MissingGlyphs as err:  # the text cannot be set in the font: a retry would not change that
                 raise ApplicationError(f"letter {request.template}: {err}", type="LetterUnprintable",
                                        non_retryable=True) from None
+            _refuse_when_late(request.not_after, "the letter")
             kept = await self.outbox.keep("letters", request.idempotency_key, ".pdf", pdf)
         self._logged("letter_issued", request.idempotency_key, request.loan, kept.created, template=request.template)
         return ContactReceipt(idempotency_key=request.idempotency_key, channel="letter",
@@ -269,11 +314,29 @@ class CollectionActivities:
 
     @activity.defn(name="create_call_task")
     async def create_call_task(self, request: WorkItemRequest) -> WorkItem:
-        # The case names the task by its item id (CallTask.task_id).
+        # A task whose window has closed reaches no agent (ContactWindowPassed; the case defers the
+        # call), unless this is a retry of one queued in time, which answers with that task.
+        try:
+            _refuse_when_late(request.callable_until, "the call task")
+        except ApplicationError:
+            if not await self._queued(request.idempotency_key):
+                await self._record(request.trail)  # the case's events riding along are kept all the same
+                raise
+        # The case names the task by its item id (CallTask.task_id). The agent sees when to dial.
         return await self._queue("calls", request, assigned_to=request.facts.agent,
                                  case_ref=safe_name(request.idempotency_key),
                                  phone=request.loan.phone, timezone=request.loan.timezone,
-                                 assigned_agent=request.facts.agent)
+                                 assigned_agent=request.facts.agent, callable_from=_utc_text(request.callable_from),
+                                 callable_until=_utc_text(request.callable_until))
+
+    async def _queued(self, key: str) -> bool:
+        """Whether a work item was queued under ``key`` already."""
+        ledger = await self._ledger()
+        try:
+            await ledger.work_item(key)
+        except LedgerError:
+            return False
+        return True
 
     @activity.defn(name="hand_off_to_legal")
     async def hand_off_to_legal(self, request: WorkItemRequest) -> WorkItem:

@@ -24,6 +24,9 @@ class CaseFacts(BaseModel):
     instalment_amount: str | None = None
     instalment_due_date: str | None = None
     agent: str | None = None
+    # How many reminders and contacts the borrower had before this one (None: a case from before it was
+    # counted): a letter's wording follows the case's actual history ("Despite our earlier reminders").
+    reminders_sent: int | None = None
 
 
 class CaseEventsRequest(BaseModel):
@@ -44,6 +47,10 @@ class ContactRequest(BaseModel):
     template: str
     facts: CaseFacts
     trail: CaseEventsRequest | None = None  # events for the ledger, riding along
+    # The last instant the contact may reach the borrower (the end of its window, or earlier). Past it
+    # the activity refuses for good (``ContactWindowPassed``) and the case defers the contact again.
+    # None: no window applies (a letter, a case from before).
+    not_after: datetime | None = None
 
 
 class ContactReceipt(BaseModel):
@@ -62,6 +69,9 @@ class WorkItemRequest(BaseModel):
     facts: CaseFacts
     note: str | None = None
     trail: CaseEventsRequest | None = None  # events for the ledger, riding along
+    # A call task: when the agent may dial, in UTC (the borrower's contact hours today, within caps).
+    callable_from: datetime | None = None
+    callable_until: datetime | None = None
 
 
 class WorkItem(BaseModel):

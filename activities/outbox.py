@@ -1,7 +1,8 @@
 """Outbox folders: where messages and work items land when no real provider is configured.
 
 Each item is written once under its idempotency key, atomically, so a retried
-activity finds its earlier write instead of producing a second message.
+activity finds its earlier write instead of producing a second message. What is
+kept here names borrowers: it goes with its ledger row when that is purged.
 """
 
 from __future__ import annotations
@@ -10,8 +11,15 @@ import asyncio
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+# Where each channel keeps its messages under the data folder, and their suffix; work items for
+# people are kept under QUEUES/<queue>/ as JSON.
+CHANNEL_FOLDERS = {"sms": ("outbox/sms", ".json"), "email": ("outbox/email", ".eml"), "letter": ("letters", ".pdf")}
+QUEUES = "queues"
 
 
 def safe_name(key: str) -> str:
@@ -20,16 +28,20 @@ def safe_name(key: str) -> str:
 
 @dataclass(frozen=True)
 class Kept:
-    """What is kept under a key: where, whether this call wrote it, and its bytes (the first
-    writer's, on a retry)."""
+    """What is kept under a key: where (None: nowhere, the message only went to its provider),
+    whether this call wrote it, and its bytes (the first writer's, on a retry)."""
 
-    path: Path
+    path: Path | None
     created: bool
     content: bytes
 
     @property
     def sha256(self) -> str:
         return hashlib.sha256(self.content).hexdigest()
+
+    @property
+    def location(self) -> str:
+        return "" if self.path is None else str(self.path)
 
 
 class FileOutbox:
@@ -71,3 +83,32 @@ class FileOutbox:
         finally:
             os.unlink(temp)
         return target, True
+
+    def forget(self, table: str, rows: list[dict[str, Any]]) -> int:
+        """Remove what is kept for ledger rows being purged (``ledger.retention.KeptFiles``): a
+        contact attempt's copy (where its row says, and where its channel keeps one under its key,
+        for a try that never recorded it) or a work item's queue file. Only files inside this
+        outbox's folder, never through a link out of it; one already gone is no error. Returns how
+        many files it removed."""
+        root = self.root.resolve()
+        removed = 0
+        for path in set(self._files_of(table, rows)):
+            try:
+                target = (path if path.is_absolute() else Path.cwd() / path).resolve()
+                if target.is_relative_to(root) and target.is_file():
+                    target.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                pass
+        return removed
+
+    def _files_of(self, table: str, rows: list[dict[str, Any]]) -> Iterator[Path]:
+        for row in rows:
+            if table == "contact_attempts":
+                if row.get("location"):
+                    yield Path(row["location"])
+                if row.get("channel") in CHANNEL_FOLDERS:
+                    folder, suffix = CHANNEL_FOLDERS[row["channel"]]
+                    yield self.root / folder / f"{safe_name(row['idempotency_key'])}{suffix}"
+            elif table == "work_items":
+                yield self.root / QUEUES / safe_name(row["queue"]) / f"{safe_name(row['item_key'])}.json"

@@ -1,4 +1,5 @@
-"""Message templates: plain-text Jinja2 files per language, ``{{ name }}`` placeholders.
+"""Message templates: plain-text Jinja2 files per language, ``{{ name }}`` placeholders, and
+``{% if %}`` on the few :data:`CONDITIONS` where the wording follows the case or the channel.
 
 E-mail and letter templates start with a ``Subject:`` line. A template may only use the values
 in :data:`VARIABLES`; an unknown name or a syntax error is a template problem the worker and
@@ -19,7 +20,12 @@ from jinja2 import meta
 VARIABLES = frozenset({
     "lender", "contact_point", "product", "loan_tail", "days_past_due", "amount_past_due", "outstanding",
     "promise_amount", "promise_due_date", "instalment_amount", "instalment_due_date", "response_days", "today",
+    "earlier_reminders", "channel",
 })
+# What a template may test (``{% if earlier_reminders %}``, ``{% if channel == "email" %}``), and what it
+# reads when the sender does not say: no earlier reminders (the neutral wording is true of any case),
+# and a letter. The activities always say (tests/test_template_compliance.py holds them to VARIABLES).
+CONDITIONS: dict[str, object] = {"earlier_reminders": False, "channel": "letter"}
 
 LANGUAGE_BY_JURISDICTION = {"CN": "zh"}
 DEFAULT_LANGUAGE = "en"
@@ -83,8 +89,8 @@ class TemplateBook:
         unknown = sorted(meta.find_undeclared_variables(parsed) - VARIABLES)
         return [f"unknown placeholder {{{{ {v} }}}}" for v in unknown]
 
-    def render(self, name: str, jurisdiction: str, values: dict[str, str]) -> Rendered:
-        text = self._jinja.from_string(self.source(name, language_for(jurisdiction))).render(values)
+    def render(self, name: str, jurisdiction: str, values: dict[str, object]) -> Rendered:
+        text = self._jinja.from_string(self.source(name, language_for(jurisdiction))).render({**CONDITIONS, **values})
         subject = None
         if text.startswith("Subject:"):
             first, _, text = text.partition("\n")

@@ -156,6 +156,12 @@ def create_app(desk: CaseDesk) -> FastAPI:
         """The case's status; the borrower's contact details in clear only for roles that need them."""
         return await desk.case(await caller(request), loan_id)
 
+    @app.get("/api/v1/cases/{loan_id}/private-reasons", tags=["cases"], responses=ERRORS)
+    async def private_reasons(loan_id: str, request: Request) -> dict[str, Any]:
+        """The hardship, dispute and hold reasons people wrote on the case, decrypted (compliance
+        only; each reading is logged). A reason that cannot be read says why (``unreadable``)."""
+        return {"loan_id": loan_id, "reasons": await desk.private_reasons(await caller(request), loan_id)}
+
     @app.get("/api/v1/access-log", tags=["cases"], responses=ERRORS)
     async def access_log(request: Request, loan_id: str | None = Query(None, max_length=64),
                          user: str | None = Query(None, max_length=64),
@@ -210,7 +216,9 @@ def create_app(desk: CaseDesk) -> FastAPI:
     async def work(request: Request, queue: str = Query(..., pattern=QUEUE_PATTERN),
                    limit: int = Query(50, ge=1, le=500), after: str | None = Query(None, max_length=200)
                    ) -> dict[str, Any]:
-        """The caller's open work on a queue, due first; ``next`` pages on (``after=``)."""
+        """The caller's open work on a queue, due first; ``next`` pages on (``after=``). A call task says
+        when the agent may dial (``callable_from``/``callable_until`` in UTC, ``*_local`` on the borrower's
+        clock) and ``callable_now``; one outside its window keeps its place in the order, flagged."""
         return await desk.work(await caller(request), queue, limit, after)
 
     @app.post("/api/v1/work/{item_id}/outcome", tags=["work"], responses=ERRORS,

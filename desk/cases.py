@@ -11,17 +11,18 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from sqlalchemy import select
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from desk.call_window import call_window
 from desk.config import DeskSettings
 from desk.policy import Identity, Policy, identity_fields
 from desk.store import Approval, DeskError, DeskStore
@@ -79,6 +80,24 @@ class WorkOutcome(BaseModel):
     note: str | None = Field(default=None, max_length=500)
     # A visit's other field staff (distinct people; the reporter is one of them in any case).
     agents: list[str] | None = Field(default=None, max_length=10)
+    # A call: how many times the agent dialled on the task (default 1), and when (a time without a
+    # zone is UTC); each dial counts against the caps. Times alone say how many.
+    dials: int | None = Field(default=None, ge=1, le=20)
+    dialled_at: list[datetime] | None = Field(default=None, min_length=1, max_length=20)
+
+    @field_validator("dialled_at")
+    @classmethod
+    def _one_time_per_dial(cls, value: list[datetime] | None, info: ValidationInfo) -> list[datetime] | None:
+        # Checked here as the case checks them: its answer to a malformed report would name no field.
+        if value is None:
+            return None
+        dials = info.data.get("dials")
+        if dials is not None and len(value) != dials:
+            raise ValueError(f"names {len(value)} times for {dials} dials: one time per dial")
+        times = [t if t.tzinfo else t.replace(tzinfo=UTC) for t in value]
+        if times != sorted(times):
+            raise ValueError("must be in the order the dials were made")
+        return times
 
 
 def mask(kind: str, value: str) -> str:
@@ -168,6 +187,22 @@ class CaseDesk:
         if not self.policy.role(identity).reads_access_log:
             raise Refused(403, f"role {identity.role} does not read the access log")
         return await self.store.access_log(loan_id=loan_id, user=user, limit=limit)
+
+    async def private_reasons(self, identity: Identity, loan_id: str, *, via: str = "api") -> list[dict[str, Any]]:
+        """What people wrote about the borrower's circumstances on the case (hardship, dispute and
+        hold reasons: often health or family data), decrypted from the ledger, for the roles that
+        read them (compliance); every reading is logged. Others see only that a reason was given
+        (the trail's ``private_fields``). Read from the ledger, so a case whose history Temporal has
+        let go is still reviewable for as long as the ledger keeps it."""
+        role = self.policy.role(identity)
+        if not role.reads_private_reasons:
+            raise Refused(403, f"role {identity.role} does not read private reasons (it sees that one was given)")
+        if role.cases != "all":
+            await self._open(identity, loan_id)
+        reasons = await self.ledger.private_reasons(loan_id)
+        seen = sorted({name for reason in reasons for name in reason["fields"]})
+        await self.store.log_access(identity, loan_id, what="private_reasons", details=_fitting(seen, 64), via=via)
+        return reasons
 
     async def _loan(self, loan_id: str) -> Loan:
         """The loan as the case's current run started with it (from its first history event)."""
@@ -318,6 +353,8 @@ class CaseDesk:
 
     # -- work queues ---------------------------------------------------------------------------
     async def work(self, identity: Identity, queue: str, limit: int, after: str | None) -> dict[str, Any]:
+        """The caller's open work on ``queue``, due first. A call task outside its dialling window keeps
+        its place, flagged ``callable_now: false`` (desk/call_window.py says why)."""
         refusal = self.policy.refuses_queue(identity, queue)
         if refusal is not None:
             raise Refused(403, refusal, "queue")
@@ -357,6 +394,13 @@ class CaseDesk:
             payload["note"] = report.note
         if command == "call_outcome":
             payload |= {"task_id": item.case_ref or item.item_id, "agent": identity.name}
+            if report.dialled_at:
+                payload |= {"dials": len(report.dialled_at), "dialled_at": [t.isoformat() for t in report.dialled_at]}
+            elif report.dials is not None:
+                payload["dials"] = report.dials
+        elif report.dials is not None or report.dialled_at:
+            raise Refused(422, "only a call is dialled; leave it out of a visit report",
+                          "dials" if report.dials is not None else "dialled_at")
         else:
             others = [a for a in (report.agents or []) if a != identity.name]
             strangers = sorted(set(others) - assignees)
@@ -480,6 +524,16 @@ def _rpc_refusal(err: RPCError, loan_id: str) -> Refused:
     return Refused(502, f"Temporal refused the request: {err.message}")
 
 
+def _fitting(names: list[str], width: int) -> list[str]:
+    """The first of ``names`` that fit in ``width`` characters, comma-joined (the access log's column)."""
+    kept: list[str] = []
+    for name in names:
+        if len(",".join([*kept, name])) > width:
+            break
+        kept.append(name)
+    return kept
+
+
 def _item_view(item: Any) -> dict[str, Any]:
     payload = item.payload or {}
     return {"item_id": item.item_id, "queue": item.queue, "loan_id": item.loan_id, "state": item.state,
@@ -490,7 +544,8 @@ def _item_view(item: Any) -> dict[str, Any]:
             "scheduled_for": payload.get("scheduled_for"), "report_due": payload.get("report_due"),
             "timezone": payload.get("timezone"), "stage": (payload.get("facts") or {}).get("stage"),
             "amount_past_due": (payload.get("facts") or {}).get("amount_past_due"),
-            "attempt": payload.get("attempt"), "visit_id": item.case_ref if item.queue == "visits" else None}
+            "attempt": payload.get("attempt"), "visit_id": item.case_ref if item.queue == "visits" else None,
+            **call_window(payload, datetime.now(UTC))}
 
 
 __all__ = ["CaseDesk", "Done", "Refused", "mask"]

@@ -4,7 +4,7 @@ rights, no payload keys).
     export ARREARS_DESK_URL=http://127.0.0.1:8000 ARREARS_DESK_TOKEN=arr_...
     arrears me                                     who the token is, what its role may do
     arrears work calls                             my open call tasks, due first
-    arrears report ITEM no_answer --note "rang twice"
+    arrears report ITEM no_answer --dials 2 --note "no voicemail"
     arrears case LOAN                              the case (borrower details as the role may see them)
     arrears send LOAN promise_to_pay amount=450.00 due_date=2026-12-04
     arrears approvals | arrears approve ID | arrears reject ID --reason "too generous"
@@ -70,8 +70,13 @@ def _show(answer: Any, as_json: bool) -> None:
 
 def _item_line(item: dict[str, Any]) -> str:
     when = item.get("scheduled_for") or item.get("due_at") or ""
-    return "\t".join(str(v) for v in (item["item_id"], item["loan_id"], item.get("assigned_to") or "-", when,
-                                      item.get("timezone") or "", item.get("amount_past_due") or ""))
+    fields = [item["item_id"], item["loan_id"], item.get("assigned_to") or "-", when, item.get("timezone") or "",
+              item.get("amount_past_due") or ""]
+    if item.get("callable_from") or item.get("callable_until"):  # a call task: when it may be dialled
+        opens = item.get("callable_from_local") or item.get("callable_from") or "…"
+        closes = item.get("callable_until_local") or item.get("callable_until") or "…"
+        fields.append(f"dial {opens} – {closes}" + ("" if item.get("callable_now") else " (not callable now)"))
+    return "\t".join(str(v) for v in fields)
 
 
 def _case_line(status: dict[str, Any]) -> str:
@@ -118,10 +123,14 @@ def work(queue: str = typer.Argument("calls", help="calls, visits, legal or supe
 @app.command()
 def report(item: str, outcome: str, note: Optional[str] = typer.Option(None, help="what happened"),
            with_: Optional[list[str]] = typer.Option(None, "--with", help="a visit's other field staff"),  # noqa: B008
+           dials: Optional[int] = typer.Option(None, help="a call: how many times you dialled (1 to 20)"),
+           dialled_at: Optional[list[str]] = typer.Option(  # noqa: B008
+               None, "--dialled-at", help="a call: when you dialled, ISO 8601 (UTC without a zone); once per dial"),
            token: Optional[str] = Token, url: Optional[str] = Url, as_json: bool = AsJson) -> None:
     """Report the outcome of one work item (as the token's user)."""
     body: dict[str, Any] = {"outcome": outcome, **({"note": note} if note else {}),
-                            **({"agents": with_} if with_ else {})}
+                            **({"agents": with_} if with_ else {}), **({"dials": dials} if dials else {}),
+                            **({"dialled_at": dialled_at} if dialled_at else {})}
     answer = Desk(url, token).call("POST", f"/api/v1/work/{item}/outcome", body)
     _show(answer, as_json)
     if not as_json:

@@ -32,10 +32,12 @@ INSTALMENT_LINE = re.compile(r"[\s;]+")
 @dataclass(frozen=True)
 class FormField:
     name: str
-    kind: str  # text, textarea, amount, date, datetime, select, checkbox, checkboxes, instalments
+    kind: str  # text, textarea, amount, number, date, datetime, datetimes, select, checkbox, checkboxes, instalments
     required: bool = False
     choices: tuple[str, ...] = ()
     max_length: int | None = None
+    minimum: int | None = None  # a number's bounds
+    maximum: int | None = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,8 @@ def _form_field(command: str, name: str, info: FieldInfo) -> FormField:
         if isinstance(item, type) and issubclass(item, Enum):
             return FormField(name, "checkboxes", required, tuple(
                 member.value for member in item if getattr(member, "is_borrower_contact", True)))
+        if item is datetime:  # one time per line
+            return FormField(name, "datetimes", required)
         return FormField(name, "instalments", required)
     if get_origin(first) is Literal:
         return FormField(name, "select", required, tuple(str(choice) for choice in get_args(first)))
@@ -89,6 +93,9 @@ def _form_field(command: str, name: str, info: FieldInfo) -> FormField:
         return FormField(name, "datetime", required)
     if "amount" in name or "waiver" in name:
         return FormField(name, "amount", required)
+    if first is int:
+        return FormField(name, "number", required, minimum=next((m.ge for m in info.metadata if hasattr(m, "ge")), None),
+                         maximum=next((m.le for m in info.metadata if hasattr(m, "le")), None))
     return FormField(name, "textarea" if (longest or 0) > 64 else "text", required, max_length=longest)
 
 
@@ -128,11 +135,19 @@ def form_body(form: CommandForm, data: FormData) -> dict[str, Any]:
             continue
         if spec.kind == "instalments":
             body[spec.name] = _instalments(text)
-        elif spec.kind == "datetime" and len(text) == 16:  # a datetime-local input: minutes, no zone
-            body[spec.name] = f"{text}:00+00:00"
+        elif spec.kind == "datetimes":
+            body[spec.name] = [_utc_minutes(line.strip()) for line in text.splitlines() if line.strip()]
+        elif spec.kind == "datetime":
+            body[spec.name] = _utc_minutes(text)
         else:
             body[spec.name] = text
     return body
+
+
+def _utc_minutes(text: str) -> str:
+    """A datetime-local input's value (minutes, no zone) as UTC, as the form's label says; other
+    spellings go to the case as typed, for it to judge."""
+    return f"{text}:00+00:00" if len(text) == 16 else text
 
 
 def _instalments(text: str) -> list[dict[str, str]]:

@@ -53,6 +53,7 @@ class Role(BaseModel):
     approves: str | None = None
     manages_users: bool = False
     reads_access_log: bool = False
+    reads_private_reasons: bool = False
 
     @field_validator("commands", mode="before")
     @classmethod

@@ -16,6 +16,7 @@ from desk.config import DeskSettings
 from desk.policy import load_policy
 from desk.store import DeskStore
 from infra.client import connect
+from infra.codec import codec_from_setting
 from ledger import Ledger
 
 log = structlog.get_logger("desk")
@@ -23,8 +24,9 @@ log = structlog.get_logger("desk")
 
 @asynccontextmanager
 async def opened_store(settings: DeskSettings) -> AsyncIterator[DeskStore]:
-    """The desk's records in the ledger's database, its schema brought up to date."""
-    ledger = Ledger.connect(settings.base.ledger_url)
+    """The desk's records in the ledger's database, its schema brought up to date; the payload keys
+    read the private reasons back for the compliance role."""
+    ledger = Ledger.connect(settings.base.ledger_url, codec=codec_from_setting(settings.base.payload_keys))
     try:
         await ledger.migrate()
         yield DeskStore(ledger)

@@ -16,7 +16,7 @@ import json
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any
@@ -281,7 +281,9 @@ def add_workbench(app: FastAPI, desk: CaseDesk) -> None:
             loan = page.request.query_params.get("loan", "")
             flash = page.t("queue.recorded", outcome=page.t(f"outcome.{recorded}", default=recorded),
                            loan=loan if LOAN_ID.match(loan) else "")
-        items = [{**item, "local_time": _local_time(item.get("timezone"))} for item in work["items"]]
+        items = [{**item, "local_time": _local_time(item.get("timezone")),
+                  "window_local": _span(item.get("callable_from_local"), item.get("callable_until_local")),
+                  "window_utc": _span(item.get("callable_from"), item.get("callable_until"))} for item in work["items"]]
         return render(page, "queue.html", status=status, back=f"/queue?queue={queue}", queues=queues, queue=queue,
                       items=items, attempts=any(item.get("attempt") for item in items), next_cursor=work["next"],
                       paged=bool(after), outcomes=outcomes, flash=flash, error=error)
@@ -298,6 +300,9 @@ def add_workbench(app: FastAPI, desk: CaseDesk) -> None:
         note = str(page.form.get("note", "")).strip()
         if note:
             body["note"] = note
+        dials = str(page.form.get("dials", "")).strip()
+        if dials:
+            body["dials"] = dials
         try:
             done = await desk.report(page.identity, item_id, body)
         except Refused as err:
@@ -308,9 +313,11 @@ def add_workbench(app: FastAPI, desk: CaseDesk) -> None:
 
     # -- the case page ------------------------------------------------------------------------
     async def case_page(page: Page, loan_id: str, *, reveal: bool = False, failed: CommandForm | None = None,
-                        status: int = 200) -> HTMLResponse:
+                        status: int = 200, private: bool = False) -> HTMLResponse:
         case = await desk.case(page.identity, loan_id, reveal=reveal, via="web",
                                what="revealed" if reveal else "viewed")
+        # What people wrote about the borrower's circumstances: compliance asks for it, and it is logged.
+        reasons = await desk.private_reasons(page.identity, loan_id, via="web") if private else None
         trail = await desk.ledger.events(loan_id)
         attempts = await desk.ledger.attempts(loan_id)
         forms = command_forms(page.role.commands, failed)
@@ -323,7 +330,8 @@ def add_workbench(app: FastAPI, desk: CaseDesk) -> None:
         messages = [_message(attempt, settings.base.data_dir, reveal) for attempt in reversed(attempts)]
         return render(page, "case.html", status=status, back=f"/cases/{loan_id}", case=case, loan_id=loan_id,
                       reveal=reveal, timeline=list(reversed(trail))[:300], messages=messages, forms=forms,
-                      letters_for_role={"name", "address"} <= page.role.contact_details, flash=flash)
+                      letters_for_role={"name", "address"} <= page.role.contact_details, flash=flash,
+                      private_reasons=reasons, reads_private=page.role.reads_private_reasons)
 
     @app.get("/cases", include_in_schema=False)
     async def look_up(page: ViewingPage, loan_id: str = "") -> Response:
@@ -339,6 +347,10 @@ def add_workbench(app: FastAPI, desk: CaseDesk) -> None:
     @app.post("/cases/{loan_id}/reveal", include_in_schema=False)
     async def reveal(loan_id: str, page: PostedForm) -> Response:
         return await case_page(page, loan_id, reveal=True)
+
+    @app.post("/cases/{loan_id}/private-reasons", include_in_schema=False)
+    async def read_private_reasons(loan_id: str, page: PostedForm) -> Response:
+        return await case_page(page, loan_id, private=True)
 
     @app.post("/cases/{loan_id}/commands/{command}", include_in_schema=False)
     async def send_command(loan_id: str, command: str, page: PostedForm) -> Response:
@@ -429,6 +441,23 @@ def add_workbench(app: FastAPI, desk: CaseDesk) -> None:
 
         path = Path(str(variable_font()))  # a file of the installed package, beside its licence (OFL.txt)
         return FileResponse(path, media_type="font/ttf", headers={"Cache-Control": "public, max-age=31536000"})
+
+
+def _span(start: object, end: object) -> str:
+    """A dialling window as the queue shows it, ``08:00–21:00`` on that clock (with the days when it
+    spans more than one); empty when there is none."""
+    def moment(value: object) -> datetime | None:
+        try:
+            return datetime.fromisoformat(str(value)) if value else None
+        except ValueError:
+            return None
+
+    opens, closes = moment(start), moment(end)
+    if opens is None and closes is None:
+        return ""
+    if opens is not None and closes is not None and closes - opens >= timedelta(days=1):
+        return f"{opens:%m-%d %H:%M}–{closes:%m-%d %H:%M}"
+    return f"{f'{opens:%H:%M}' if opens else '…'}–{f'{closes:%H:%M}' if closes else '…'}"
 
 
 def _local_time(zone: object) -> str:

@@ -6,7 +6,7 @@ continue-as-new. The functions here mutate it given ``now`` and never read a clo
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Literal
@@ -15,17 +15,23 @@ from pydantic import BaseModel
 
 from domain import arrangement_rules
 from domain.arrangements import Arrangement
-from domain.compliance import CALL_RESULTS, ContactAttempt, Profile, remember
+from domain.compliance import CALL_RESULTS, SECOND_PASS, ContactAttempt, Profile, remember
 from domain.loan import Loan
 from domain.stages import Channel, Outcome, Stage
 from domain.strategy import Strategy
 
-HoldKind = Literal["dispute", "hardship", "operator", "arrangement", "promise"]
+HoldKind = Literal["moratorium", "dispute", "hardship", "operator", "notice", "arrangement", "promise"]
 # Which hold a supervisor sees as *the* reason when several apply at once.
-_HOLD_PRIORITY: tuple[HoldKind, ...] = ("dispute", "hardship", "operator", "arrangement", "promise")
+_HOLD_PRIORITY: tuple[HoldKind, ...] = ("moratorium", "dispute", "hardship", "operator", "notice", "arrangement",
+                                        "promise")
 # Holds that suspend the borrower's own commitments (promise and arrangement are those commitments).
-SUSPENDING_HOLDS: tuple[HoldKind, ...] = ("dispute", "hardship", "operator")
+SUSPENDING_HOLDS: tuple[HoldKind, ...] = ("moratorium", "dispute", "hardship", "operator")
 MAX_EVENTS = 500
+# The second compliance pass (issue 14): the statutory moratorium as its own hold, legally required
+# treatments that cannot be skipped, the validation notice's other routes, contacts checked when they
+# reach the borrower, free-text reasons kept out of the case. A case runs with it when its workflow
+# says so (``CaseState.features``); one started before replays as it ran.
+BreathingSpaceKind = Literal["standard", "mental_health_crisis"]
 
 
 class Hold(BaseModel):
@@ -34,8 +40,22 @@ class Hold(BaseModel):
     since: datetime
     until: datetime | None = None
     # A statutory moratorium (UK breathing space): no payment demands, no enforcement, interest
-    # and fees frozen.
+    # and fees frozen. Its own kind of hold ("moratorium") from the second pass on; before, a
+    # hardship hold with this flag.
     moratorium: bool = False
+    scheme: BreathingSpaceKind | None = None  # the moratorium's kind
+    reference: str | None = None  # the scheme's reference (the Insolvency Service's, say)
+
+    @property
+    def shown_reason(self) -> str:
+        """The reason as anyone reading the case may see it: a person's own words (a hardship's, a
+        dispute's, an operator's) may be health or family data and stay in the ledger."""
+        return PRIVATE_HOLD_REASONS.get(self.kind, self.reason)
+
+
+# What the case shows for holds whose reason a person wrote (the words themselves are private).
+PRIVATE_HOLD_REASONS = {"hardship": "hardship reported", "dispute": "the debt is disputed",
+                        "operator": "held by an operator"}
 
 
 class PromiseToPay(BaseModel):
@@ -55,6 +75,9 @@ class CallTask(BaseModel):
     created_at: datetime
     outcome: str | None = None
     followed_up: bool = False
+    # When the agent may dial (the borrower's contact hours on the day the task was made).
+    callable_from: datetime | None = None
+    callable_until: datetime | None = None
 
 
 class FieldVisit(BaseModel):
@@ -92,6 +115,10 @@ class CaseEvent(BaseModel):
     reason: str | None = None
     detail: dict[str, Any] = {}
     actor: str | None = None
+    # Free text a person wrote that may be health or family data (a hardship's or a dispute's reason):
+    # it goes to the ledger only, encrypted there with the payload keys, and is dropped from the case
+    # once the ledger has it. Never in ``status``, the UI's details or a search attribute.
+    private: dict[str, str] = {}
 
 
 class CaseState(BaseModel):
@@ -136,6 +163,16 @@ class CaseState(BaseModel):
     validation_notice: Literal["sent", "blocked"] | None = None
     contacts: list[ContactAttempt] = []
     deferred: list[Deferral] = []
+    # -- the second compliance pass (empty / None on a case from before it) --
+    features: list[str] = []
+    esign_consent: bool = False  # the borrower consented to notices by e-mail (E-SIGN)
+    validation_notice_at: datetime | None = None  # when the validation notice was delivered
+    # Legally required notices of the stage (a legal letter) by treatment key: when each was sent.
+    notices: dict[str, datetime] = {}
+    # Messages that asked for payment or reminded of it (a letter's wording follows the history).
+    reminders_sent: int = 0
+    # Routes of the validation notice that failed for good (a letter that could not be rendered).
+    notice_failed: list[Channel] = []
 
     # -- reading -------------------------------------------------------------
     @property
@@ -147,11 +184,22 @@ class CaseState(BaseModel):
         for kind in _HOLD_PRIORITY:
             for hold in self.holds:
                 if hold.kind == kind:
-                    return f"{kind}: {hold.reason}"
+                    return f"{kind}: {hold.shown_reason}"
         return None
 
     def hold(self, kind: HoldKind) -> Hold | None:
         return next((h for h in self.holds if h.kind == kind), None)
+
+    def uses(self, feature: str) -> bool:
+        return feature in self.features
+
+    @property
+    def moratorium(self) -> Hold | None:
+        """The statutory moratorium in force, if any (a hardship hold carried it before the second pass)."""
+        found = self.hold("moratorium")
+        if found is None:
+            found = next((h for h in self.holds if h.kind == "hardship" and h.moratorium), None)
+        return found
 
     @property
     def validation_notice_sent(self) -> bool:
@@ -217,11 +265,25 @@ class CaseState(BaseModel):
         attempt = ContactAttempt(at=now, channel=channel, template=template,
                                  result="pending" if channel is Channel.CALL else None)
         self.contacts = remember(self.contacts, attempt)
+        purpose = self.compliance.purpose_of(template, channel) if self.compliance is not None else "collection"
+        if channel is not Channel.CALL and purpose in ("collection", "courtesy"):
+            self.reminders_sent += 1
 
-    def call_answered(self, outcome: str) -> None:
+    def call_answered(self, outcome: str, dials: list[datetime] | None = None) -> None:
+        """The result of a call task's dialling. Each dial counts against the caps (the task's own
+        attempt is the first); the last dial gets the outcome, the ones before it went unanswered."""
+        result = CALL_RESULTS.get(outcome, "unanswered")
         for attempt in reversed(self.contacts):
             if attempt.channel is Channel.CALL and attempt.result == "pending":
-                attempt.result = CALL_RESULTS.get(outcome, "unanswered")
+                if dials:
+                    attempt.at = dials[0]
+                    attempt.result = result if len(dials) == 1 else "unanswered"
+                    for n, at in enumerate(dials[1:], start=2):
+                        self.contacts = remember(self.contacts, ContactAttempt(
+                            at=at, channel=Channel.CALL, result=result if n == len(dials) else "unanswered"))
+                    self.contacts.sort(key=lambda a: a.at)
+                else:
+                    attempt.result = result
                 return
 
     def sync_clock(self, now: datetime) -> None:
@@ -236,6 +298,8 @@ class CaseState(BaseModel):
         self.put_on_hold(Hold(kind=kind, reason=reason, since=now, until=until), now)
 
     def put_on_hold(self, hold: Hold, now: datetime) -> None:
+        if hold.kind == "hardship" and self.uses(SECOND_PASS):
+            hold = hold.model_copy(update={"moratorium": False})  # only a moratorium hold is one
         self.holds = [h for h in self.holds if h.kind != hold.kind] + [hold]
         self.sync_clock(now)
         if hold.kind in SUSPENDING_HOLDS:
@@ -273,6 +337,7 @@ class CaseState(BaseModel):
         self.clock_used = timedelta(0)
         self.clock_since = None
         self.done = []
+        self.notices = {}
         self.calls = []
         self.exit_requested = None
         # A contact of the old stage that never found a lawful moment is not sent late.
@@ -280,9 +345,11 @@ class CaseState(BaseModel):
         self.sync_clock(now)
         self.record(now, "stage_entered", "info", reason=why, stage=stage.value, previous=previous.value)
 
-    def open_call_task(self, task_id: str, now: datetime) -> None:
+    def open_call_task(self, task_id: str, now: datetime, callable_from: datetime | None = None,
+                       callable_until: datetime | None = None) -> None:
         self.expire_call_tasks(now)
-        self.calls.append(CallTask(task_id=task_id, created_at=now))
+        self.calls.append(CallTask(task_id=task_id, created_at=now, callable_from=callable_from,
+                                   callable_until=callable_until))
 
     def expire_call_tasks(self, now: datetime) -> None:
         """A newer call task replaces any still open (an agent works the newest one)."""
@@ -323,13 +390,41 @@ class CaseState(BaseModel):
                     amount_past_due=str(self.amount_past_due), outstanding=str(self.outstanding))
 
 
-def open_case(loan: Loan, strategy: Strategy, now: datetime, profile: Profile | None = None) -> CaseState:
+def adopt_second_pass(case: CaseState, loan: Loan, now: datetime) -> None:
+    """Run ``case`` under the second compliance pass from ``now`` on. A case that began before it
+    keeps what it did; what it carries is read the new way: a breathing space held as hardship becomes
+    a moratorium hold of its own, a validation notice blocked for good holds the ladder visibly."""
+    if case.uses(SECOND_PASS):
+        return
+    case.features = sorted({*case.features, SECOND_PASS})
+    case.esign_consent = bool(getattr(loan, "esign_consent", False))
+    for hold in list(case.holds):
+        if hold.kind == "hardship" and hold.moratorium:
+            case.holds.remove(hold)
+            case.holds.append(hold.model_copy(update={"kind": "moratorium", "scheme": "standard"}))
+    if case.validation_notice == "sent" and case.validation_notice_at is None:
+        sent = [e.at for e in case.events if e.kind == "letter_sent" and e.detail.get("template") == "validation_notice"]
+        case.validation_notice_at = min(sent, default=case.intake_at)  # the earliest it can have been
+    if case.validation_notice == "blocked" and case.hold("notice") is None:
+        case.hold_for("notice", NOTICE_BLOCKED, now)
+    if case.intake_at < now:  # a case that ran before: its trail says from when the rules apply
+        case.record(now, "rules_updated", "info", reason="the case runs under the second compliance pass from now on")
+
+
+NOTICE_BLOCKED = ("the validation notice could not be delivered: no demand until it is; record notice_delivered "
+                  "once it reaches the borrower another way")
+
+
+def open_case(loan: Loan, strategy: Strategy, now: datetime, profile: Profile | None = None,
+              features: Collection[str] = ()) -> CaseState:
     stage, skip = strategy.entry(loan)
     case = CaseState(
         loan_id=loan.loan_id, currency=loan.currency, stage=stage, stage_entered_at=now,
         skip=sorted(skip), intake_at=now, dpd_at_intake=loan.days_past_due,
         amount_past_due=loan.amount_past_due, outstanding=loan.outstanding_amount,
     )
+    case.features = sorted(features)
+    case.esign_consent = bool(getattr(loan, "esign_consent", False))
     case.sync_clock(now)
     # What the case book (ledger/book.py) needs of the loan, besides the stage and DPD: never
     # personal data, only what a portfolio is broken down by.
@@ -349,7 +444,11 @@ def tick(case: CaseState, strategy: Strategy, now: datetime) -> None:
     for hold in list(case.holds):
         if hold.kind != "promise" and hold.until is not None and hold.until <= now:
             case.release_hold(hold.kind, now)
-            case.record(now, f"{hold.kind}_ended", "info", reason="hold period over")
+            if hold.kind == "moratorium":
+                case.record(now, "breathing_space_ended", "info", reason="the breathing space's term is over",
+                            scheme=hold.scheme)
+            else:
+                case.record(now, f"{hold.kind}_ended", "info", reason="hold period over")
     promise = case.promise
     if promise is not None and promise.state == "pending" and now >= promise.deadline:
         promise.state = "broken"

@@ -42,3 +42,10 @@ class Command(BaseModel):
 
     def audit(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True, exclude={"by"})
+
+    # Fields a person writes freely (a reason, a note): possibly health or family data, kept in the
+    # ledger only (``CaseEvent.private``).
+    PRIVATE: ClassVar[tuple[str, ...]] = ("reason", "note")
+
+    def private_fields(self) -> tuple[str, ...]:
+        return tuple(name for name in self.PRIVATE if name in type(self).model_fields)

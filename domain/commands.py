@@ -9,18 +9,20 @@ is refused before it touches history), the signal handler calls it and then
 from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta, timezone
-from typing import Any
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from domain import arrangement_rules
 from domain.arrangement_commands import ProposeArrangement
-from domain.case import CaseState, Hold, PromiseToPay, promise_deadline, tick
+from domain.case import SECOND_PASS, BreathingSpaceKind, CaseState, Hold, PromiseToPay, promise_deadline, tick
+from domain.compliance import dial_breaches
 from domain.command_base import AmountText, Command, Name, Text
 from domain.errors import Rejected
 from domain.money import parse_amount
 from domain.stages import Channel, Outcome
 from domain.strategy import CALL_OUTCOMES, VISIT_OUTCOMES, Strategy
+from domain.decide import still_owed
 
 def _as_deadline(value: date | datetime) -> datetime:
     if isinstance(value, datetime):
@@ -127,6 +129,8 @@ class HardshipReported(Command):
                 raise Rejected("breathing_space", f"the {profile} profile has no breathing-space scheme")
             if self.until is not None:
                 raise Rejected("until", f"a breathing space lasts {days} days by law; leave until out")
+            if case.uses(SECOND_PASS):
+                BreathingSpace(kind="standard").check(case, strategy, now)  # one at a time, never restarted
             return
         _check_until(self.deadline, now, strategy.hardship_max)
 
@@ -135,11 +139,129 @@ class HardshipReported(Command):
         return _as_deadline(self.until) if self.until is not None else None
 
     def apply(self, case, strategy, now):
+        if self.breathing_space and case.uses(SECOND_PASS):
+            # The moratorium is a hold of its own: a later hardship, plan or release never touches it.
+            BreathingSpace(kind="standard").start(case, now)
+            case.record(now, self.name, "accepted", **self.audit())
+            return
         until, moratorium = self.deadline, False
         if self.breathing_space and case.compliance is not None and case.compliance.breathing_space_days:
             until, moratorium = now + timedelta(days=case.compliance.breathing_space_days), True
-        case.put_on_hold(Hold(kind="hardship", reason=self.reason, since=now, until=until,
+        case.put_on_hold(Hold(kind="hardship", reason=_said(case, self.reason), since=now, until=until,
                               moratorium=moratorium), now)
+        case.record(now, self.name, "accepted", **self.audit())
+
+
+def _said(case: CaseState, text: str, generic: str = "see the ledger") -> str:
+    """A person's own words kept on the case: from the second pass on they go to the ledger only."""
+    return generic if case.uses(SECOND_PASS) else text
+
+
+BREATHING_SPACE_ENDINGS = ("cancelled_by_adviser", "debt_solution_entered", "crisis_treatment_ended",
+                           "debtor_request", "other")
+
+
+class BreathingSpace(Command):
+    """A statutory moratorium the lender was notified of (the UK Debt Respite Scheme): a standard
+    breathing space lasts the profile's fixed term; a mental-health crisis one lasts while the crisis
+    treatment does, and the profile's extra days after. No payment is demanded, nothing enforced,
+    interest and fees are frozen meanwhile; only its end by law or ``breathing_space_ended`` ends it."""
+
+    name = "breathing_space"
+    kind: BreathingSpaceKind = "standard"
+    reference: str | None = Field(default=None, max_length=64)
+    note: str | None = Field(default=None, max_length=500)
+    PRIVATE: ClassVar[tuple[str, ...]] = ("note",)
+
+    def check(self, case, strategy, now):
+        if case.compliance is None or case.compliance.breathing_space_days is None:
+            profile = case.compliance.name if case.compliance is not None else "this case's"
+            raise Rejected("kind", f"the {profile} profile has no breathing-space scheme")
+        if not case.uses(SECOND_PASS):
+            raise Rejected("", "this case began before breathing spaces were holds of their own: use hardship "
+                               "with breathing_space")
+        current = case.moratorium
+        if current is not None:
+            raise Rejected("", f"a {current.scheme or 'standard'} breathing space is in force since "
+                               f"{current.since:%Y-%m-%d}")
+
+    def start(self, case: CaseState, now: datetime) -> None:
+        assert case.compliance is not None and case.compliance.breathing_space_days is not None
+        until = now + timedelta(days=case.compliance.breathing_space_days) if self.kind == "standard" else None
+        case.put_on_hold(Hold(kind="moratorium", reason=f"{self.kind.replace('_', ' ')} breathing space", since=now,
+                              until=until, moratorium=True, scheme=self.kind, reference=self.reference), now)
+
+    def apply(self, case, strategy, now):
+        self.start(case, now)
+        hold = case.moratorium
+        assert hold is not None
+        detail = self.audit()
+        detail["scheme"] = detail.pop("kind")
+        case.record(now, self.name, "accepted", **detail, until=hold.until.isoformat() if hold.until else None)
+
+
+class BreathingSpaceEnded(Command):
+    """The scheme says the moratorium ends: the debt adviser cancelled it, the debtor entered a debt
+    solution, ... A mental-health crisis breathing space whose crisis treatment ended runs on for the
+    profile's extra days; every other reason ends it now. Audited with who sent it and why."""
+
+    name = "breathing_space_ended"
+    reason: Literal[BREATHING_SPACE_ENDINGS]  # type: ignore[valid-type]
+    note: str | None = Field(default=None, max_length=500)
+    PRIVATE: ClassVar[tuple[str, ...]] = ("note",)
+
+    def check(self, case, strategy, now):
+        hold = case.moratorium
+        if hold is None:
+            raise Rejected("", "no breathing space is in force")
+        if self.reason == "crisis_treatment_ended":
+            if hold.scheme != "mental_health_crisis":
+                raise Rejected("reason", "crisis_treatment_ended ends only a mental-health crisis breathing space")
+            if hold.until is not None:
+                raise Rejected("reason", f"the crisis treatment's end was recorded already; the breathing space "
+                                         f"ends {hold.until:%Y-%m-%d}")
+
+    def apply(self, case, strategy, now):
+        hold = case.moratorium
+        assert hold is not None and case.compliance is not None
+        if self.reason == "crisis_treatment_ended":
+            until = now + timedelta(days=case.compliance.crisis_breathing_space_extra_days)
+            case.put_on_hold(hold.model_copy(update={"until": until}), now)
+            case.record(now, self.name, "accepted", **self.audit(), until=until.isoformat())
+            return
+        case.release_hold(hold.kind, now)
+        case.record(now, self.name, "accepted", **self.audit(), scheme=hold.scheme)
+
+
+class NoticeDelivered(Command):
+    """The validation notice reached the borrower by another route (in person, by e-mail outside the
+    engine, ...): recorded with its reference, and the ladder goes on from there."""
+
+    name = "notice_delivered"
+    channel: Literal["email", "letter", "in_person", "other"]
+    at: datetime
+    reference: str = Field(min_length=1, max_length=128)
+
+    @field_validator("at")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+    def check(self, case, strategy, now):
+        if case.compliance is None or not case.compliance.validation_notice:
+            raise Rejected("", "this case's profile requires no validation notice")
+        if case.validation_notice == "sent":
+            raise Rejected("", "the validation notice was delivered already")
+        if self.at > now:
+            raise Rejected("at", f"{self.at.isoformat()} is in the future")
+        if self.at < case.intake_at - timedelta(days=60):
+            raise Rejected("at", f"{self.at.isoformat()} is long before the case began")
+
+    def apply(self, case, strategy, now):
+        case.validation_notice, case.validation_notice_at = "sent", self.at
+        case.deferred = [d for d in case.deferred if d.key != "validation_notice"]
+        if case.hold("notice") is not None:
+            case.release_hold("notice", now)
         case.record(now, self.name, "accepted", **self.audit())
 
 
@@ -151,8 +273,11 @@ class HardshipResolved(Command):
             raise Rejected("", "the case is not paused for hardship")
 
     def apply(self, case, strategy, now):
+        hold = case.hold("hardship")
         case.release_hold("hardship", now)
         case.record(now, self.name, "accepted")
+        if hold is not None and hold.moratorium and not case.uses(SECOND_PASS):
+            return  # before the second pass, this ended a breathing space held as hardship
 
 
 class DisputeRaised(Command):
@@ -164,7 +289,7 @@ class DisputeRaised(Command):
             raise Rejected("", "the debt is already disputed")
 
     def apply(self, case, strategy, now):
-        case.put_on_hold(Hold(kind="dispute", reason=self.reason, since=now), now)
+        case.put_on_hold(Hold(kind="dispute", reason=_said(case, self.reason), since=now), now)
         case.record(now, self.name, "accepted", **self.audit())
 
 
@@ -181,7 +306,7 @@ class DisputeResolved(Command):
         case.release_hold("dispute", now)
         case.record(now, self.name, "accepted", **self.audit())
         if self.upheld:
-            case.close(Outcome.CLOSED, f"dispute upheld: {self.note or 'no note'}", now)
+            case.close(Outcome.CLOSED, f"dispute upheld: {_said(case, self.note or 'no note', 'see the ledger')}", now)
 
 
 class CeaseContact(Command):
@@ -203,6 +328,10 @@ class CeaseContact(Command):
         case.record(now, self.name, "accepted", channels=[c.value for c in case.ceased])
 
 
+# How far ahead of the case's clock a reported time may be (an agent's phone or PC clock).
+CLOCK_SKEW = timedelta(minutes=5)
+
+
 class CallOutcome(Command):
     name = "call_outcome"
     outcome: str
@@ -210,8 +339,23 @@ class CallOutcome(Command):
     agent: str | None = Field(default=None, max_length=64)
     # The call task reported on (its work item); without it, the open task.
     task_id: str | None = Field(default=None, max_length=200)
+    # How many times the agent dialled on the task, and when (optional; each dial counts against the caps).
+    dials: int = Field(default=1, ge=1, le=20)
+    dialled_at: list[datetime] | None = Field(default=None, max_length=20)
+
+    @model_validator(mode="after")
+    def _dials_agree(self) -> "CallOutcome":
+        if self.dialled_at is not None:
+            self.dialled_at = [t if t.tzinfo else t.replace(tzinfo=timezone.utc) for t in self.dialled_at]
+            if len(self.dialled_at) != self.dials:
+                raise ValueError(f"dialled_at names {len(self.dialled_at)} times for {self.dials} dials")
+            if self.dialled_at != sorted(self.dialled_at):
+                raise ValueError("dialled_at must be in the order the dials were made")
+        return self
 
     def check(self, case, strategy, now):
+        if self.dialled_at and self.dialled_at[-1] > now + CLOCK_SKEW:
+            raise Rejected("dialled_at", f"{self.dialled_at[-1].isoformat()} is in the future")
         if self.outcome not in CALL_OUTCOMES:
             raise Rejected("outcome", f"{self.outcome!r} is not one of {', '.join(CALL_OUTCOMES)}")
         if not any(task.outcome is None for task in case.calls):
@@ -223,7 +367,15 @@ class CallOutcome(Command):
         task = next(task for task in case.calls if task.outcome is None
                     and self.task_id in (None, task.task_id))
         task.outcome = self.outcome
-        case.call_answered(self.outcome)
+        if not case.uses(SECOND_PASS):
+            case.call_answered(self.outcome)
+        else:
+            dials = self.dialled_at or [now] * self.dials
+            breaches = dial_breaches(case, dials, task.callable_from, task.callable_until)
+            case.call_answered(self.outcome, dials)
+            for breach in breaches:
+                # For the compliance officer: the rule, the dial and who made it (the event is signed).
+                case.record(now, "compliance_breach", "info", reason=breach, task_id=task.task_id, channel="call")
         if self.outcome == "wrong_number":
             case.phone_invalid = True
         case.record(now, self.name, "accepted", **{**self.audit(), "task_id": task.task_id})
@@ -277,6 +429,10 @@ class Escalate(Command):
             raise Rejected("", f"the case is already at the last stage ({case.stage.value})")
         if case.arrangement_active:
             raise Rejected("", "the case is following a repayment arrangement; it escalates only if the plan breaks")
+        owed = still_owed(case, strategy, now) if case.uses(SECOND_PASS) else None
+        if owed is not None:
+            raise Rejected("", f"the {case.stage.value} stage cannot be left before the law's requirements are met: "
+                               f"{owed[1]} is still owed")
 
     def apply(self, case, strategy, now):
         case.exit_requested = f"operator: {self.reason or 'escalated'}"
@@ -296,7 +452,7 @@ class OperatorHold(Command):
         return _as_deadline(self.until) if self.until is not None else None
 
     def apply(self, case, strategy, now):
-        case.put_on_hold(Hold(kind="operator", reason=self.reason, since=now, until=self.deadline), now)
+        case.put_on_hold(Hold(kind="operator", reason=_said(case, self.reason), since=now, until=self.deadline), now)
         case.record(now, self.name, "accepted", **self.audit())
 
 
@@ -316,6 +472,7 @@ class Close(Command):
     name = "close"
     outcome: Outcome
     note: str = Text
+    PRIVATE: ClassVar[tuple[str, ...]] = ()  # the closing note is the case's outcome, shown as such
 
     def check(self, case, strategy, now):
         if self.outcome is Outcome.CURED and case.amount_past_due > 0:
@@ -353,7 +510,8 @@ COMMANDS: dict[str, type[Command]] = {
     cls.name: cls
     for cls in (PaymentReceived, PromiseToPayCommand, HardshipReported, HardshipResolved, DisputeRaised,
                 DisputeResolved, CeaseContact, CallOutcome, FieldVisitReport, ProposeArrangement, Escalate,
-                OperatorHold, Release, Close, Assign, Vulnerability)
+                OperatorHold, Release, Close, Assign, Vulnerability, BreathingSpace, BreathingSpaceEnded,
+                NoticeDelivered)
 }
 
 
@@ -402,7 +560,24 @@ def handle(name: str, payload: Any, case: CaseState, strategy: Strategy, now: da
     before = case.total_events
     command.apply(case, strategy, now)
     _signed(case, before, command.by)
+    if case.uses(SECOND_PASS):
+        _kept_private(case, before, command)
     return True
+
+
+def _kept_private(case: CaseState, since: int, command: Command) -> None:
+    """Move a person's own words (a reason, a note) out of the command's events into ``private``:
+    the ledger keeps them, encrypted; the case, its status and the UI never show them."""
+    fields = command.private_fields()
+    for event in case.events[max(0, since - case.events_dropped):]:
+        if event.kind != command.name:
+            continue
+        for name in fields:
+            value = event.detail.pop(name, None)
+            if name == "reason" and event.reason:  # ``record`` keeps a reason beside the detail
+                value, event.reason = event.reason, None
+            if isinstance(value, str) and value:
+                event.private[name] = value
 
 
 def _claimed_actor(payload: Any) -> str | None:

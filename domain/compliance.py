@@ -22,6 +22,8 @@ from domain.stages import Channel
 if TYPE_CHECKING:
     from domain.case import CaseState
 
+SECOND_PASS = "compliance-second-pass"  # domain.case.SECOND_PASS (imported there from here)
+
 # What a message is for. A "collection" contact asks for payment; a "courtesy" one reminds of the
 # borrower's own promise or plan; a "validation" notice tells the borrower about the debt and their
 # rights; a "legal_notice" says a remedy is (or may be) invoked; "location" asks a third party only
@@ -100,7 +102,17 @@ class Profile(_Model):
     # Contacts still allowed on a channel the borrower asked to stop (US 1006.6(c): notices only).
     after_cease: list[Purpose] = []
     validation_notice: bool = False
+    # How the validation notice may go besides by post: by e-mail with the borrower's E-SIGN consent
+    # (12 CFR 1006.42), or never.
+    validation_by_email: Literal["never", "esign_consent"] = "never"
+    # The validation period: days to dispute once the notice is received (1006.34(b)(5)), received
+    # counting from this many business days after it was sent (1006.34(b)(5) safe harbour). No legal
+    # notice or enforcement inside it: a demand must not overshadow the right to dispute (1006.38).
+    validation_period_days: int = 30
+    validation_receipt_business_days: int = 5
     breathing_space_days: int | None = None
+    # A mental-health crisis breathing space lasts while the crisis treatment lasts and this long after.
+    crisis_breathing_space_extra_days: int = 30
     field_visit_min_staff: int = 1
     visits_when_vulnerable: bool = False
     guarantor_contact: bool = False
@@ -189,6 +201,8 @@ def check_contact(case: CaseState, history: Sequence[ContactAttempt], channel: C
         return ALLOW  # a case from before compliance checks, replaying its old history
     purpose = profile.purpose_of(template, channel)
     verdict = _holds_and_requests(case, profile, channel, purpose, recipient, staff)
+    if verdict is None:
+        verdict = _in_validation_period(case, purpose, now)
     if verdict is not None or channel in NOT_A_CONTACT:
         return verdict or ALLOW
     return _timing(case, profile, history, channel, now)
@@ -197,12 +211,12 @@ def check_contact(case: CaseState, history: Sequence[ContactAttempt], channel: C
 def _holds_and_requests(case: CaseState, profile: Profile, channel: Channel, purpose: Purpose,
                         recipient: Recipient, staff: int | None) -> Verdict | None:
     """Rules that say no, whatever the time: holds, the borrower's requests, who may be contacted."""
-    hardship = case.hold("hardship")
+    hardship, moratorium = case.hold("hardship"), case.moratorium
     if case.hold("dispute") is not None:
         return block("the debt is disputed: collection stops until it is verified")
-    if hardship is not None and hardship.moratorium:
-        return block(f"breathing space until {hardship.until:%Y-%m-%d}: no contact demanding payment, "
-                     "no enforcement" if hardship.until else "breathing space: no contact demanding payment")
+    if moratorium is not None:
+        return block(f"breathing space until {moratorium.until:%Y-%m-%d}: no contact demanding payment, "
+                     "no enforcement" if moratorium.until else "breathing space: no contact demanding payment")
     if hardship is not None:
         return block("hardship: no payment demands while the borrower is in hardship")
     if channel in NOT_A_CONTACT:
@@ -223,7 +237,122 @@ def _holds_and_requests(case: CaseState, profile: Profile, channel: Channel, pur
     if (profile.validation_notice and purpose in ("collection", "courtesy")
             and not case.validation_notice_sent):
         return block("the validation notice has not been sent yet")
+    if (profile.validation_notice and purpose in ("legal_notice", "enforcement") and case.uses(SECOND_PASS)
+            and not case.validation_notice_sent):
+        return block("the validation notice has not been delivered: no legal notice or enforcement before it")
     return None
+
+
+def validation_period_ends(case: CaseState) -> datetime | None:
+    """When the borrower's time to dispute runs out: the notice's assumed receipt (business days after
+    it was sent) plus the period. None: no notice is required, or it has not gone yet."""
+    profile = case.compliance
+    if profile is None or not profile.validation_notice or case.validation_notice_at is None:
+        return None
+    received, days = case.validation_notice_at, profile.validation_receipt_business_days
+    while days > 0:
+        received += timedelta(days=1)
+        if received.weekday() < 5:
+            days -= 1
+    # A public holiday may fall in the receipt days: one day more reads the rule conservatively.
+    return _end_of_day(received + timedelta(days=1 + profile.validation_period_days))
+
+
+def _end_of_day(at: datetime) -> datetime:
+    return datetime.combine(at.date() + timedelta(days=1), time.min, tzinfo=timezone.utc)
+
+
+def _in_validation_period(case: CaseState, purpose: Purpose, now: datetime) -> Verdict | None:
+    """A legal notice or enforcement inside the validation period would overshadow the right to
+    dispute (12 CFR 1006.38): it waits for the period's end."""
+    if purpose not in ("legal_notice", "enforcement") or not case.uses(SECOND_PASS):
+        return None
+    ends = validation_period_ends(case)
+    if ends is None or now >= ends:
+        return None
+    return defer_until(ends, f"validation period until {ends:%Y-%m-%d}: no legal notice or enforcement may "
+                             "overshadow the borrower's right to dispute (12 CFR 1006.38)")
+
+
+def send_stopped(case: CaseState, channel: Channel, template: str | None) -> str | None:
+    """Why a message on its way (its provider not yet reached) must stop now: a hold, a dispute, a
+    moratorium or the borrower's cease request arrived after it was checked. None: it may go on."""
+    profile = case.compliance
+    if profile is None:
+        return None
+    if case.hold("operator") is not None:
+        return "the case was put on hold"
+    verdict = _holds_and_requests(case, profile, channel, profile.purpose_of(template, channel), "borrower", None)
+    return verdict.reason if verdict is not None and verdict.kind == "block" else None
+
+
+# How late a message may reach the borrower after its check, even inside its window: a text or e-mail
+# queued while the workers were down is checked again rather than sent hours late.
+FRESHNESS = timedelta(hours=1)
+
+
+def contact_deadline(case: CaseState, channel: Channel, now: datetime) -> datetime | None:
+    """The last instant a contact allowed at ``now`` may reach the borrower: the end of the contact
+    window it was allowed in, and no more than :data:`FRESHNESS` after ``now``. None: no window
+    applies to the channel (a letter) or the case (from before the checks)."""
+    profile = case.compliance
+    if profile is None or channel not in profile.windowed or channel in NOT_A_CONTACT:
+        return None
+    closes = window_closes(profile, case.timezone, now)
+    return min(closes, now + FRESHNESS) if closes is not None else now + FRESHNESS
+
+
+def call_window(case: CaseState, now: datetime) -> tuple[datetime | None, datetime | None]:
+    """When an agent may dial a call task made at ``now``: from now to the end of the borrower's
+    contact hours that day (no end where the profile has no hours). ``(None, None)`` on a case from
+    before the second pass or the checks."""
+    if case.compliance is None or not case.uses(SECOND_PASS):
+        return None, None
+    return now, window_closes(case.compliance, case.timezone, now)
+
+
+def window_closes(profile: Profile, zone_name: str | None, at: datetime) -> datetime | None:
+    """When the contact window open at ``at`` closes (in every zone read when the borrower's is
+    unknown). None: the profile has no window, or it is not open at ``at``."""
+    window = profile.window
+    if window is None:
+        return None
+    zone = _zone(zone_name)
+    zones = [zone] if zone is not None else [z for z in map(_zone, profile.zones) if z is not None]
+    if not zones or not all(_inside(window, at, z) for z in zones):
+        return None
+    return min(datetime.combine(at.astimezone(z).date(), window.end, tzinfo=z).astimezone(timezone.utc)
+               for z in zones)
+
+
+def dial_breaches(case: CaseState, dials: Sequence[datetime], callable_from: datetime | None,
+                  callable_until: datetime | None) -> list[str]:
+    """Which of an agent's dials broke a rule: outside the task's callable window or the contact
+    hours, or above a call cap counted with the dials before it. For the compliance officer."""
+    profile = case.compliance
+    if profile is None:
+        return []
+    found = []
+    history = [a for a in case.contacts if a.channel is Channel.CALL]
+    pending = [a for a in history if a.result == "pending"]
+    if pending:
+        history.remove(pending[-1])  # the task's own attempt: its first dial, counted below
+    for n, at in enumerate(dials, start=1):
+        if (callable_from is not None and at < callable_from) or (callable_until is not None and at >= callable_until):
+            found.append(f"dial {n} at {at:%Y-%m-%d %H:%M} UTC outside the task's callable window")
+        elif Channel.CALL in profile.windowed and profile.window is not None and window_closes(
+                profile, case.timezone, at) is None:
+            found.append(f"dial {n} at {at:%Y-%m-%d %H:%M} UTC outside contact hours")
+        for cap in profile.caps:
+            if cap.channel is not Channel.CALL:
+                continue
+            before = [a for a in history if at - cap.per < a.at < at
+                      and (cap.counts == "attempts" or a.result in ("unanswered", "pending"))]
+            if len(before) >= cap.max:
+                found.append(f"dial {n} at {at:%Y-%m-%d %H:%M} UTC above the cap of {cap.max} calls in "
+                             f"{_span(cap.per)}" + (f" ({cap.cite})" if cap.cite else ""))
+        history.append(ContactAttempt(at=at, channel=Channel.CALL, result="unanswered"))
+    return found
 
 
 def _recipient(case: CaseState, profile: Profile, purpose: Purpose, recipient: Recipient) -> Verdict | None:

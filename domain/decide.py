@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 
-from domain.case import CaseState
-from domain.compliance import check_contact
+from domain.case import NOTICE_BLOCKED, SECOND_PASS, CaseState, Deferral
+from domain.compliance import check_contact, validation_period_ends
 from domain.stages import Channel, Stage
 from domain.strategy import StageConfig, Strategy
 
@@ -115,8 +115,12 @@ def decide(case: CaseState, strategy: Strategy, now: datetime) -> Step:
         return notice
 
     if not case.paused:
-        # Escalation waits out any hold: nothing moves a disputed or paused case on.
-        if case.exit_requested and following is not None:
+        owed = still_owed(case, strategy, now) if case.uses(SECOND_PASS) else None
+        if owed is not None and owed[0] is not None:
+            wakes.append((owed[0], f"{owed[1]} over"))
+        # Escalation waits out any hold: nothing moves a disputed or paused case on; nor leaves a
+        # stage before what the law requires of it is done.
+        if case.exit_requested and following is not None and owed is None:
             return Advance(following, case.exit_requested)
         clock = case.stage_clock(now)
         for task in case.calls:
@@ -139,9 +143,10 @@ def decide(case: CaseState, strategy: Strategy, now: datetime) -> Step:
         end = _stage_end(case, config, now, clock) if following is not None else None
         if end is not None:
             ends_at, why = end
-            if now >= ends_at:
+            if now >= ends_at and owed is None:
                 return Advance(following, why)
-            wakes.append((ends_at, f"{case.stage.value} ends"))
+            if now < ends_at:
+                wakes.append((ends_at, f"{case.stage.value} ends"))
 
     if case.amount_past_due > 0:
         dpd = case.days_past_due(now)
@@ -213,7 +218,76 @@ def _validation_notice(case: CaseState, now: datetime, wakes: list[tuple[datetim
     if (profile is None or not profile.validation_notice or case.validation_notice is not None
             or case.commitments_suspended):
         return None
-    return _contact(case, Channel.LETTER, VALIDATION_NOTICE, VALIDATION_NOTICE, now, wakes)
+    if not case.uses(SECOND_PASS):
+        return _contact(case, Channel.LETTER, VALIDATION_NOTICE, VALIDATION_NOTICE, now, wakes)
+    routes = notice_routes(case)
+    if not routes:
+        return Block(Channel.LETTER, VALIDATION_NOTICE, _no_route(case))
+    # The first route that is not stopped for good: a route deferred (quiet hours) is waited for.
+    for channel in routes:
+        step = _contact(case, channel, VALIDATION_NOTICE, VALIDATION_NOTICE, now, wakes)
+        if not isinstance(step, Block):
+            return step
+    return Block(routes[-1], VALIDATION_NOTICE, f"{_no_route(case)}; {step.reason}")
+
+
+def notice_routes(case: CaseState) -> list[Channel]:
+    """How the validation notice may still go: by post, or by e-mail where the profile allows it with
+    the borrower's E-SIGN consent (12 CFR 1006.42); a route ceased or tried and failed is no route."""
+    profile = case.compliance
+    assert profile is not None
+    routes = [Channel.LETTER]
+    if profile.validation_by_email == "esign_consent" and case.esign_consent:
+        routes.append(Channel.EMAIL)
+    return [c for c in routes if c not in case.ceased and c not in case.notice_failed]
+
+
+def _no_route(case: CaseState) -> str:
+    tried = [f"{c.value} ceased by the borrower" for c in (Channel.LETTER, Channel.EMAIL) if c in case.ceased]
+    tried += [f"{c.value} failed" for c in case.notice_failed]
+    if not case.esign_consent:
+        tried.append("no e-sign consent for e-mail")
+    return f"no route left for the validation notice ({', '.join(tried)}); {NOTICE_BLOCKED}"
+
+
+def still_owed(case: CaseState, strategy: Strategy, now: datetime) -> tuple[datetime | None, str] | None:
+    """What the law still requires before the case may leave its stage: a legal notice of the stage not
+    yet sent (or blocked, with its reason), its response period, and (before litigation) the validation
+    notice and its period. ``(until, what)``: ``until`` None while it waits on the notice itself."""
+    profile = case.compliance
+    config = strategy.stages[case.stage]
+    if profile is None:
+        return None
+    owed: list[tuple[datetime | None, str]] = []
+    response = config.dwell or timedelta(0)  # the stage's dwell is the response period its letter gives
+    for index, treatment in enumerate(config.treatments):
+        if profile.purpose_of(treatment.template, treatment.channel) != "legal_notice":
+            continue
+        for offset in treatment.at:
+            key = f"{index}:{treatment.channel.value}:{int(offset.total_seconds())}"
+            name = f"the {treatment.template or treatment.channel.value}"
+            if key not in case.done:
+                owed.append((None, f"{name} (not sent yet)"))
+            elif key in case.notices and case.notices[key] + response > now:
+                ends = case.notices[key] + response
+                owed.append((ends, f"{name}'s response period until {ends:%Y-%m-%d}"))
+    if profile.validation_notice and _landing(case, case.stage.following()) is Stage.LITIGATION:
+        ends = validation_period_ends(case)
+        if case.validation_notice != "sent":
+            owed.append((None, "the validation notice (not delivered yet)"))
+        elif ends is not None and ends > now:
+            owed.append((ends, f"the validation period until {ends:%Y-%m-%d} (12 CFR 1006.38)"))
+    if not owed:
+        return None
+    waiting = [o for o in owed if o[0] is None]
+    return waiting[0] if waiting else max(owed, key=lambda o: o[0])  # type: ignore[arg-type,return-value]
+
+
+def _landing(case: CaseState, stage: Stage | None) -> Stage | None:
+    """The stage the case lands on when it enters ``stage`` (a segment may skip some)."""
+    while stage is not None and stage in case.skip and stage.following() is not None:
+        stage = stage.following()
+    return stage
 
 
 def _contact(case: CaseState, channel: Channel, template: str | None, key: str, now: datetime,
@@ -235,13 +309,47 @@ def _contact(case: CaseState, channel: Channel, template: str | None, key: str, 
     return Defer(channel, template, key, verdict.until, verdict.reason)
 
 
-def mark_done(case: CaseState, key: str, *, sent: bool = True) -> None:
+def settle(case: CaseState, step: Block | Defer, now: datetime) -> None:
+    """Record a verdict that is not a send: a contact blocked (done, unsent, with its reason) or
+    deferred (waiting on a durable timer, with the time it may go)."""
+    if isinstance(step, Block):
+        case.record(now, f"{step.channel.value}_blocked", "blocked", reason=step.reason, treatment=step.key)
+        mark_done(case, step.key, sent=False, now=now)
+    else:
+        case.defer(Deferral(key=step.key, channel=step.channel, template=step.template, since=now,
+                            until=step.until, reason=step.reason), now)
+
+
+def send_failed(case: CaseState, key: str, channel: Channel, now: datetime) -> None:
+    """A contact failed for good. The validation notice tries its next route first (a letter that
+    cannot be rendered goes by e-mail where that is allowed); anything else is done, unsent."""
+    if key == VALIDATION_NOTICE and case.uses(SECOND_PASS):
+        case.notice_failed = sorted({*case.notice_failed, channel})
+        if notice_routes(case):
+            case.deferred = [d for d in case.deferred if d.key != key]
+            return
+        case.record(now, f"{channel.value}_blocked", "blocked", reason=_no_route(case), treatment=key)
+    mark_done(case, key, sent=False, now=now)
+
+
+def mark_done(case: CaseState, key: str, *, sent: bool = True, now: datetime | None = None,
+              template: str | None = None) -> None:
     """Remember that the treatment behind ``key`` ran (or was blocked), so it never runs twice."""
     case.deferred = [d for d in case.deferred if d.key != key]
     if key == VALIDATION_NOTICE:
         # Not sent (blocked, or failed for good): collection contacts stay blocked, visibly.
         case.validation_notice = "sent" if sent else "blocked"
+        if case.uses(SECOND_PASS) and now is not None:
+            if sent:
+                case.validation_notice_at = now
+            else:
+                # No demand at all until it reaches the borrower: the ladder stops, and says why.
+                case.hold_for("notice", NOTICE_BLOCKED, now)
         return
+    parts = key.split(":")
+    if (sent and now is not None and case.uses(SECOND_PASS) and case.compliance is not None and parts[0].isdigit()
+            and case.compliance.purpose_of(template, Channel(parts[1])) == "legal_notice"):
+        case.notices[key] = now  # its response period runs from here
     if key == "promise_reminder" and case.promise is not None:
         case.promise.reminded = True
     elif key.startswith("arrangement_reminder:"):

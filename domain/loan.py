@@ -40,6 +40,9 @@ class Loan(BaseModel):
     risk_grade: str
     # Known vulnerability (optional `vulnerable` column: yes/no): no field visits, gentler handling.
     vulnerable: bool = False
+    # The borrower agreed to receive notices electronically (optional `esign_consent` column: yes/no,
+    # E-SIGN Act): a notice owed in writing may then go by e-mail, e.g. where letters are ceased.
+    esign_consent: bool = False
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> "Loan":
@@ -77,9 +80,8 @@ class Loan(BaseModel):
         digits = clean["phone"].lstrip("+").replace(" ", "").replace("-", "")
         if not digits.isdigit() or not 7 <= len(digits) <= 15:
             raise Rejected("phone", "is not a phone number (7 to 15 digits, optional leading +)")
-        vulnerable = clean.get("vulnerable", "").lower()
-        if vulnerable not in ("", "yes", "no", "true", "false", "1", "0", "y", "n"):
-            raise Rejected("vulnerable", f"{clean['vulnerable']!r} is not yes or no")
+        vulnerable = _yes_or_no(clean, "vulnerable")
+        esign_consent = _yes_or_no(clean, "esign_consent")
         # Extra columns are allowed and dropped: whatever they hold (national ids, notes) never
         # reaches workflow history.
         return cls(
@@ -87,5 +89,13 @@ class Loan(BaseModel):
             email=clean["email"], address=clean["address"], timezone=clean["timezone"],
             jurisdiction=jurisdiction, currency=currency, outstanding_amount=outstanding,
             amount_past_due=past_due, days_past_due=dpd, product=clean["product"].lower(),
-            risk_grade=grade, vulnerable=vulnerable in ("yes", "true", "1", "y"),
+            risk_grade=grade, vulnerable=vulnerable, esign_consent=esign_consent,
         )
+
+
+def _yes_or_no(clean: dict[str, str], column: str) -> bool:
+    """An optional yes/no column (blank or absent: no); any other value is rejected, naming it."""
+    value = clean.get(column, "").lower()
+    if value not in ("", "yes", "no", "true", "false", "1", "0", "y", "n"):
+        raise Rejected(column, f"{clean[column]!r} is not yes or no")
+    return value in ("yes", "true", "1", "y")

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from domain.case import CaseState
-from domain.decide import Wait, decide
+from domain.case import NOTICE_BLOCKED, SECOND_PASS, CaseState
+from domain.compliance import validation_period_ends
+from domain.decide import Wait, decide, still_owed
 from domain.strategy import Strategy
 
 
@@ -28,7 +29,7 @@ def status(case: CaseState, strategy: Strategy, now: datetime) -> dict[str, Any]
         "stage_clock_seconds": int(case.stage_clock(now).total_seconds()),
         "paused": case.paused,
         "pause_reason": case.pause_reason,
-        "holds": [h.model_dump(mode="json") for h in case.holds],
+        "holds": [{**h.model_dump(mode="json", exclude_none=True), "reason": h.shown_reason} for h in case.holds],
         "days_past_due": case.days_past_due(now),
         "currency": case.currency,
         "amount_past_due": str(case.amount_past_due),
@@ -47,8 +48,9 @@ def status(case: CaseState, strategy: Strategy, now: datetime) -> dict[str, Any]
         "close_note": case.close_note,
         "next_action_at": next_at.isoformat() if next_at else None,
         "next_action": next_what,
-        "compliance": _compliance(case),
-        "events": [e.model_dump(mode="json", exclude_none=True) for e in case.events],
+        "compliance": _compliance(case, strategy, now),
+        # A person's own words (``private``) are the ledger's alone.
+        "events": [e.model_dump(mode="json", exclude_none=True, exclude={"private"}) for e in case.events],
         "events_dropped": case.events_dropped,
     }
 
@@ -56,7 +58,28 @@ def status(case: CaseState, strategy: Strategy, now: datetime) -> dict[str, Any]
 BLOCKED_SHOWN = 20
 
 
-def _compliance(case: CaseState) -> dict[str, Any] | None:
+def _second_pass(case: CaseState, strategy: Strategy, now: datetime) -> dict[str, Any]:
+    moratorium = case.moratorium
+    ends = validation_period_ends(case)
+    owed = still_owed(case, strategy, now) if case.outcome is None else None
+    blocked = case.validation_notice == "blocked" and case.hold("notice") is not None
+    return {
+        "validation_notice_at": case.validation_notice_at.isoformat() if case.validation_notice_at else None,
+        "validation_period_ends": ends.isoformat() if ends else None,
+        # Why the ladder stands still and what would move it on, when the notice could not go.
+        "validation_notice_blocked": {"why": next((e.reason for e in reversed(case.events)
+                                                   if e.detail.get("treatment") == "validation_notice"
+                                                   and e.status == "blocked"), None),
+                                      "unblock": NOTICE_BLOCKED} if blocked else None,
+        "breathing_space": None if moratorium is None else {
+            "kind": moratorium.scheme or "standard", "since": moratorium.since.isoformat(),
+            "until": moratorium.until.isoformat() if moratorium.until else None, "reference": moratorium.reference},
+        # What the law still requires before the stage may be left (a letter, its response period).
+        "stage_owes": None if owed is None else {"what": owed[1], "until": owed[0].isoformat() if owed[0] else None},
+    }
+
+
+def _compliance(case: CaseState, strategy: Strategy, now: datetime) -> dict[str, Any] | None:
     """Why a borrower was, or was not, contacted: the profile, what waits and what was stopped."""
     profile = case.compliance
     if profile is None:
@@ -70,7 +93,8 @@ def _compliance(case: CaseState) -> dict[str, Any] | None:
         "timezone": case.timezone,
         "vulnerable": case.vulnerable,
         "validation_notice": case.validation_notice,
-        "interest_frozen": any(h.moratorium for h in case.holds),
+        **(_second_pass(case, strategy, now) if case.uses(SECOND_PASS) else {}),
+        "interest_frozen": case.moratorium is not None,
         "deferred": [{"channel": d.channel.value, "template": d.template, "treatment": d.key,
                       "since": d.since.isoformat(), "until": d.until.isoformat(), "reason": d.reason}
                      for d in case.deferred],

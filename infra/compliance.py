@@ -110,7 +110,9 @@ def template_problems(strategy: Strategy, book: TemplateBook, profiles: dict[str
         language = language_for(jurisdiction)
         needed = dict(used)
         if profile.validation_notice:
-            needed[VALIDATION_NOTICE] = {Channel.LETTER}
+            # By post; by e-mail too where the profile lets it go that way (with the opt-out it requires).
+            needed[VALIDATION_NOTICE] = {Channel.LETTER} | (
+                {Channel.EMAIL} if profile.validation_by_email != "never" else set())
         for name, channels in sorted(needed.items()):
             if name not in book.names(language) and name not in book.names("en"):
                 problems.append(f"templates/{language}/{name}.txt: missing (needed for {jurisdiction} loans)")

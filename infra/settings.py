@@ -59,6 +59,15 @@ def _rate(env: dict[str, str], name: str) -> float | None:
     return value
 
 
+def _flag(env: dict[str, str], name: str) -> bool:
+    text = env.get(name, "").strip().lower()
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    if text in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"{name}: {env[name].strip()!r} is not yes or no (1/0, true/false, yes/no, on/off)")
+
+
 @dataclass(frozen=True)
 class Settings:
     temporal_address: str = "localhost:7233"
@@ -68,6 +77,9 @@ class Settings:
     database_url: str = ""
     smtp_url: str | None = None
     sms_url: str | None = None
+    # Keep a copy of every SMS and e-mail in the outbox folder even when a provider sends them (the
+    # copy names the borrower; without a provider the outbox is the channel and always has them).
+    outbox_copies: bool = False
     lender: str = "Arrears Demo Bank"
     contact_point: str = "+1 555 0100"
     email_from: str = "collections@arrears.example"
@@ -102,6 +114,7 @@ class Settings:
             database_url=env.get("ARREARS_DATABASE_URL", ""),
             smtp_url=env.get("ARREARS_SMTP_URL") or None,
             sms_url=env.get("ARREARS_SMS_URL") or None,
+            outbox_copies=_flag(env, "ARREARS_OUTBOX_COPIES"),
             lender=env.get("ARREARS_LENDER_NAME", cls.lender),
             contact_point=env.get("ARREARS_CONTACT_POINT", cls.contact_point),
             email_from=env.get("ARREARS_EMAIL_FROM", cls.email_from),

@@ -1,6 +1,7 @@
 """``python -m ledger upgrade`` (schema to the newest migration) · ``python -m ledger current``
-· ``python -m ledger purge`` (delete what is past its retention). ARREARS_DATABASE_URL selects the
-database (default: SQLite under ARREARS_DATA_DIR)."""
+· ``python -m ledger purge`` (delete what is past its retention, with the outbox copies, letters and
+queue files of what it deletes, under ARREARS_DATA_DIR). ARREARS_DATABASE_URL selects the database
+(default: SQLite under ARREARS_DATA_DIR)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,15 @@ import asyncio
 import sys
 from datetime import UTC, datetime
 
+from activities.outbox import FileOutbox
 from infra.settings import Settings
 from ledger.migrate import current_revision
 from ledger.store import Ledger, LedgerError
 
 
 async def _main(action: str) -> int:
-    ledger = Ledger.connect(Settings.from_env().ledger_url)
+    settings = Settings.from_env()
+    ledger = Ledger.connect(settings.ledger_url)
     try:
         if action == "upgrade":
             await ledger.migrate()
@@ -23,8 +26,10 @@ async def _main(action: str) -> int:
             async with ledger.engine.connect() as connection:
                 print(f"{ledger.dialect}: schema at {await connection.run_sync(current_revision)}")
         elif action == "purge":
-            removed = await ledger.purge_expired(datetime.now(UTC).date())
+            removed = await ledger.purge_expired(datetime.now(UTC).date(), FileOutbox(settings.data_dir))
+            files = removed.pop("files")
             print(", ".join(f"{table}: {count} removed" for table, count in removed.items()))
+            print(f"files: {files} removed")
     finally:
         await ledger.close()
     return 0

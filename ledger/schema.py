@@ -53,6 +53,10 @@ case_events = Table(
     Column("workflow_id", String(200), nullable=False),
     Column("recorded_at", DateTime(timezone=True), nullable=False),
     Column("retain_until", Date, nullable=False, index=True),
+    # What a person wrote that may be health or family data (a hardship's or dispute's reason): JSON
+    # naming the fields, their text encrypted with the payload keys (ledger/private.py). Never in
+    # ``reason`` or ``detail``.
+    Column("private", Text),
     UniqueConstraint("loan_id", "seq", name="uq_case_events_loan_id_seq"),
 )
 
@@ -90,8 +94,9 @@ TABLES = (contact_attempts, case_events, work_items)
 # instead of listing Temporal histories. Amounts are integer thousandths of the currency unit: sums
 # stay exact on SQLite too (its NUMERIC is a float), and three decimals hold every currency the
 # engine accepts. What a case's events never said (a case opened before they said it) is "unknown"
-# (text) or NULL (amounts, dates). Not in TABLES (what the retention purge goes through): a row holds
-# no personal data, only the standing; its ``retain_until`` is that of its case's newest events.
+# (text) or NULL (amounts, dates). Not in TABLES: a row holds no personal data, only the standing.
+# Its ``retain_until`` is the loan's: the date of its newest activity's (events, contacts, work) plus
+# the records rule, which every row of the loan is kept until at least (ledger/retention.py).
 case_book = Table(
     "case_book", metadata,
     Column("loan_id", String(64), primary_key=True),

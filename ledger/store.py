@@ -10,16 +10,20 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from sqlalchemy import delete, event, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from ledger import book, work
+from ledger import book, private, retention, work
+from ledger.retention import KeptFiles
 from ledger.schema import TABLES, case_book, case_events, contact_attempts, work_items
 from ledger.work import WorkItemRow
+
+if TYPE_CHECKING:
+    from infra.codec import EncryptionCodec
 
 ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg"}
 # Connections a ledger keeps by default (a command, an agent). A worker sizes its pool to its
@@ -93,7 +97,8 @@ class Attempt:
 
 @dataclass(frozen=True)
 class Trail:
-    """Events of one case to append to the audit trail (each a dict with its ``seq``)."""
+    """Events of one case to append to the audit trail (each a dict with its ``seq``, and with what
+    a person wrote that may be health or family data in its ``private``, sealed by the ledger)."""
 
     loan_id: str
     workflow_id: str
@@ -106,18 +111,22 @@ def _now() -> datetime:
 
 
 class Ledger:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, codec: EncryptionCodec | None = None) -> None:
         self.engine = engine
+        # The payload keys: events' private text is sealed with them (ledger/private.py); without
+        # them it is withheld, never kept in clear.
+        self.codec = codec
         # SQLite has one writer at a time. This process's writers take turns here, for the
         # milliseconds a write takes, instead of meeting "database is locked" in the driver.
         self._writer = asyncio.Lock() if self.dialect == "sqlite" else None
         self._writes = engine.execution_options(ledger_write=True)
 
     @classmethod
-    def connect(cls, url: str, *, schema: str | None = None, pool_size: int = DEFAULT_POOL) -> "Ledger":
+    def connect(cls, url: str, *, schema: str | None = None, pool_size: int = DEFAULT_POOL,
+                codec: EncryptionCodec | None = None) -> "Ledger":
         """An engine for ``url`` holding at most ``pool_size`` connections (never more: a pool
         that overflows only moves the queue into the database); on PostgreSQL, ``schema`` puts
-        the tables in that schema."""
+        the tables in that schema; ``codec`` seals the events' private text."""
         target = async_url(url)
         in_memory = target.startswith("sqlite") and make_url(target).database in (None, "", ":memory:")
         # An in-memory SQLite database lives in its one connection: no pool to size.
@@ -129,7 +138,7 @@ class Ledger:
         engine = create_async_engine(target, **options)
         if engine.dialect.name == "sqlite":
             _sqlite_writes_take_turns(engine)
-        return cls(engine)
+        return cls(engine, codec=codec)
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -184,7 +193,7 @@ class Ledger:
         values = dict(idempotency_key=key, loan_id=loan_id, jurisdiction=jurisdiction, channel=channel,
                       template=template, state="sending", tries=1, created_at=_now(), retain_until=retain_until)
         async with self._write() as connection:
-            await self._append(connection, trail)
+            await self._append_keeping(connection, trail, loan_id, retain_until)
             inserted = await connection.execute(
                 self._insert(contact_attempts).values(**values).on_conflict_do_nothing(
                     index_elements=["idempotency_key"]))
@@ -207,6 +216,15 @@ class Ledger:
                 row = (await connection.execute(
                     select(contact_attempts).where(contact_attempts.c.idempotency_key == key))).one()
             return Attempt(key, "sent", row.tries, row.provider_message_id, row.location, row.sha256)
+
+    @_to_completion
+    async def claimed_at(self, key: str) -> datetime | None:
+        """When ``key`` was first claimed (None: never): what a message sent under it is dated, so
+        that every try renders the same bytes without a copy of the first."""
+        async with self.engine.connect() as connection:
+            claimed = (await connection.execute(select(contact_attempts.c.created_at).where(
+                contact_attempts.c.idempotency_key == key))).scalar_one_or_none()
+        return None if claimed is None else work.utc(claimed)
 
     @_to_completion
     async def sent(self, key: str, *, message_id: str, location: str | None = None, sha256: str | None = None) -> None:
@@ -241,6 +259,13 @@ class Ledger:
         async with self._write() as connection:
             return await self._append(connection, trail)
 
+    async def _append_keeping(self, connection: AsyncConnection, trail: Trail | None, loan_id: str,
+                              keep: date) -> None:
+        """Append ``trail`` and keep the loan until at least ``keep`` (ledger/retention.py): new events
+        move the book's date themselves; otherwise one conditional update by the loan's key does."""
+        if await self._append(connection, trail) == 0 or trail is None or trail.retain_until < keep:
+            await retention.extend(connection, loan_id, keep)
+
     async def _append(self, connection: AsyncConnection, trail: Trail | None) -> int:
         """Append ``trail``'s events; those new here close the work they end (a withdrawn call task,
         a cancelled visit, the case closing), in this transaction: once, whichever activity carried
@@ -254,7 +279,8 @@ class Ledger:
         rows = [dict(loan_id=trail.loan_id, workflow_id=trail.workflow_id, seq=e["seq"], at=e["at"],
                      kind=_fit(e["kind"], 64), status=_fit(e["status"], 16), reason=_clean(e.get("reason")),
                      actor=_fit(e.get("actor"), 64), detail=_clean(e.get("detail") or {}), recorded_at=recorded,
-                     retain_until=trail.retain_until)
+                     retain_until=trail.retain_until,
+                     private=private.seal(self.codec, trail.loan_id, e["seq"], _clean(e.get("private"))))
                 for e in trail.events]
         added = await connection.execute(
             self._insert(case_events).values(rows)
@@ -276,10 +302,28 @@ class Ledger:
 
     @_to_completion
     async def events(self, loan_id: str) -> list[dict[str, Any]]:
+        """The case's trail, each event with ``private_fields``: the names of what a person wrote
+        that only :meth:`private_reasons` reads (\"reason\": a reason was given)."""
         async with self.engine.connect() as connection:
             result = await connection.execute(
                 select(case_events).where(case_events.c.loan_id == loan_id).order_by(case_events.c.seq))
-            return [dict(row._mapping) for row in result]
+            rows = [dict(row._mapping) for row in result]
+        return [{**{k: v for k, v in row.items() if k != "private"}, "private_fields": private.fields(row["private"])}
+                for row in rows]
+
+    @_to_completion
+    async def private_reasons(self, loan_id: str) -> list[dict[str, Any]]:
+        """The case's events that carry private text, with the text decrypted (``private``), or
+        why it cannot be read (``unreadable``: withheld, a key no longer configured, a damaged value).
+        For the compliance role only: the desk decides who calls this, and logs it."""
+        query = (select(case_events.c.seq, case_events.c.at, case_events.c.kind, case_events.c.actor,
+                        case_events.c.private)
+                 .where(case_events.c.loan_id == loan_id, case_events.c.private.is_not(None))
+                 .order_by(case_events.c.seq))
+        async with self.engine.connect() as connection:
+            rows = (await connection.execute(query)).all()
+        return [{"seq": row.seq, "at": work.utc(row.at), "kind": row.kind, "actor": row.actor,
+                 **private.read_back(self.codec, loan_id, row.seq, row.private)} for row in rows]
 
     # -- the case book: where each case stands now -----------------------------------------------
     @_to_completion
@@ -307,7 +351,7 @@ class Ledger:
                       created_at=now, due_at=work.utc(due_at) if due_at is not None else now,
                       retain_until=retain_until)
         async with self._write() as connection:
-            await self._append(connection, trail)
+            await self._append_keeping(connection, trail, loan_id, retain_until)
             inserted = await connection.execute(self._insert(work_items).values(**values)
                                                 .on_conflict_do_nothing(index_elements=["item_key"]))
             if inserted.rowcount == 1 and case_ref is not None:
@@ -381,14 +425,28 @@ class Ledger:
 
     # -- retention --------------------------------------------------------------------------
     @_to_completion
-    async def purge_expired(self, today: date) -> dict[str, int]:
-        """Delete what is past its jurisdiction's retention; the only deletion the ledger makes."""
-        removed = {}
-        async with self._write() as connection:
-            for table in TABLES:
-                result = await connection.execute(delete(table).where(table.c.retain_until < today))
-                removed[table.name] = result.rowcount
+    async def purge_expired(self, today: date, files: KeptFiles | None = None) -> dict[str, int]:
+        """Delete what is past its retention on ``today`` (``ledger/retention.py``: a row's own date
+        and its loan's), the only deletion the ledger makes, with the files ``files`` keeps for those
+        rows (outbox copies, letters, queue files), a page at a time. Returns the rows removed per
+        table and the files removed (``files``). A file goes before its row: a purge cut short
+        leaves a row without its file, which the next purge removes, never a file without its row."""
+        removed = {table.name: 0 for table in (*TABLES, case_book)} | {"files": 0}
+        for table in (*TABLES, case_book):  # the book last: it says which loans are still kept
+            key = table.primary_key.columns.values()[0]
+            while page := await self._purge_page(table, key, today, files, removed):
+                removed[table.name] += page
         return removed
+
+    async def _purge_page(self, table: Any, key: Any, today: date, files: KeptFiles | None,
+                          removed: dict[str, int]) -> int:
+        async with self._write() as connection:
+            rows = await retention.expired_page(connection, table, today)
+            if rows and files is not None:
+                removed["files"] += await asyncio.to_thread(files.forget, table.name, rows)
+            if rows:
+                await connection.execute(delete(table).where(key.in_([row[key.name] for row in rows])))
+        return len(rows)
 
 
 def _sqlite_writes_take_turns(engine: AsyncEngine) -> None:

@@ -28,7 +28,7 @@ from infra.search_attributes import ensure_search_attributes
 from infra.settings import Settings
 from infra.strategies import load_strategy
 from worker import Workers, build_activities, build_worker
-from workflows.inputs import CaseInput, case_workflow_id
+from workflows.inputs import FEATURES, CaseInput, case_workflow_id
 from workflows.loan_collection import LoanCollectionWorkflow
 
 BIN = Path(sys.executable).parent
@@ -137,6 +137,8 @@ async def start_case(client: Client, worker: Workers, loan: Loan | None = None,
                      strat: Strategy | None = None, **input_fields: Any) -> WorkflowHandle:
     loan = loan or make_loan()
     input_fields.setdefault("compliance", NO_RULES)
+    # As intake starts a case: with every current feature (``features=None``: a case from before they were named).
+    input_fields.setdefault("features", list(FEATURES))
     handle = await client.start_workflow(
         LoanCollectionWorkflow.run, CaseInput(loan=loan, strategy=strat or strategy(), **input_fields),
         id=case_workflow_id(loan.loan_id), task_queue=worker.task_queue)

@@ -171,9 +171,9 @@ def test_decide_finishes_a_closed_case():
 def test_hardship_stops_the_stage_clock():
     case = new_case()
     assert send(case, "hardship", {"reason": "lost job"}, at=T0 + 5 * DAY)
-    assert case.paused and case.pause_reason == "hardship: lost job"
+    assert case.paused and case.pause_reason == "hardship: hardship reported"  # the words stay in the ledger
     assert case.stage_clock(T0 + 12 * DAY) == 5 * DAY
-    assert decide(case, QUIET, T0 + 12 * DAY) == Wait(None, "paused (hardship: lost job)")
+    assert decide(case, QUIET, T0 + 12 * DAY) == Wait(None, "paused (hardship: hardship reported)")
 
 
 def test_after_a_ten_day_hardship_the_reminder_stage_ends_forty_calendar_days_after_entry():
@@ -236,7 +236,7 @@ def test_hardship_resolved_without_a_hardship_is_rejected():
 def test_an_operator_hold_stops_the_clock_until_released():
     case = new_case()
     assert send(case, "hold", {"reason": "complaint review"}, at=T0 + DAY)
-    assert case.pause_reason == "operator: complaint review"
+    assert case.pause_reason == "operator: held by an operator"
     assert case.stage_clock(T0 + 20 * DAY) == DAY
     assert send(case, "release", None, at=T0 + 20 * DAY)
     assert not case.paused and case.stage_clock(T0 + 21 * DAY) == 2 * DAY
@@ -260,9 +260,9 @@ def test_a_dispute_holds_the_case_until_it_is_resolved():
     case = new_case()
     run_due(case, T0)
     assert send(case, "dispute", {"reason": "not my loan"}, at=T0 + timedelta(hours=1))
-    assert case.pause_reason == "dispute: not my loan"
+    assert case.pause_reason == "dispute: the debt is disputed"
     _, stop = run_due(case, T0 + 60 * DAY)
-    assert stop == Wait(None, "paused (dispute: not my loan)")
+    assert stop == Wait(None, "paused (dispute: the debt is disputed)")
     assert case.stage is Stage.REMINDER
     assert send(case, "dispute_resolved", {"upheld": False, "note": "verified"}, at=T0 + 60 * DAY)
     assert not case.paused and case.outcome is None
@@ -289,9 +289,9 @@ def test_the_dispute_is_the_pause_reason_when_several_holds_apply_and_the_case_s
     send(case, "hold", {"reason": "review"})
     send(case, "hardship", {"reason": "ill"})
     send(case, "dispute", {"reason": "wrong amount"})
-    assert case.pause_reason == "dispute: wrong amount"
+    assert case.pause_reason == "dispute: the debt is disputed"
     send(case, "dispute_resolved", {"upheld": False}, at=T0 + DAY)
-    assert case.pause_reason == "hardship: ill"
+    assert case.pause_reason == "hardship: hardship reported"
     send(case, "hardship_resolved", {}, at=T0 + DAY)
     assert case.paused and case.stage_clock(T0 + 9 * DAY) == timedelta(0)
 

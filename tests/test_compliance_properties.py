@@ -1,6 +1,12 @@
 """Compliance properties (hypothesis): across random sequences of events, time zones and clocks,
 no contact is ever sent outside its window, above a cap, during a hold or after a cease request;
-and every deferred contact is sent once it becomes allowed, unless something blocks it.
+and every deferred contact is sent once it becomes allowed, unless something blocks it. From the
+second compliance pass on, also: a breathing space ends only by its term or ``breathing_space_ended``
+and nothing reaches the borrower inside it; a stage with a legal notice is never left before the
+notice went (or was blocked with its reason) and its response period ran; litigation never begins,
+and no legal notice goes, inside the US validation period; a message that reaches the borrower late
+(a queue, a slow provider) never does so after its ``not_after`` or outside its window; each dial an
+agent reports counts against the caps, and a dial against the rules is recorded as a breach.
 
 The simulator below runs the domain exactly as the workflow's loop does (``tick`` -> ``decide`` ->
 execute the step -> sleep until the step's time or the next event), with commands going through
@@ -15,13 +21,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from domain.case import CaseState, Deferral, open_case, tick
+from domain.case import SECOND_PASS, CaseState, Deferral, open_case, tick
 from domain.commands import handle
-from domain.compliance import CALL_RESULTS, NOT_A_CONTACT, Profile
+from domain.compliance import CALL_RESULTS, NOT_A_CONTACT, Profile, contact_deadline
 from domain.decide import Act, Advance, Block, Defer, Finish, Wait, decide, mark_done
+from domain.stages import Stage
 from domain.stages import Channel
 from domain.strategy import Strategy
 from infra.compliance import profile_for
@@ -81,6 +89,11 @@ class World:
     blocked: list[tuple[datetime, Channel, str]] = field(default_factory=list)
     dropped: dict[str, list[datetime]] = field(default_factory=dict)  # left the deferred list unsent
     _waiting: set[str] = field(default_factory=set)
+    # How long a message takes to reach the borrower after its check (a queue, a slow provider).
+    delay: timedelta = timedelta(0)
+    late: list[tuple[datetime, str]] = field(default_factory=list)  # (when, key): not_after passed first
+    stages: list[tuple[datetime, Stage, Stage]] = field(default_factory=list)  # (when, from, to)
+    dials_reported: list[tuple[datetime, list[datetime]]] = field(default_factory=list)
 
     def __repr__(self) -> str:  # what hypothesis prints for a failing example
         return (f"World({self.profile.name}, zone={self.zone}, strategy={self.strategy.name}, "
@@ -102,10 +115,13 @@ class World:
                 self.no_deferral_overdue()
                 return step.until
             if isinstance(step, Advance):
+                before = case.stage
+                self.check_may_leave(step)
                 case.enter_stage(step.to, now, step.reason)
+                self.stages.append((now, before, case.stage))
             elif isinstance(step, Block):
                 case.record(now, f"{step.channel.value}_blocked", "blocked", reason=step.reason, treatment=step.key)
-                mark_done(case, step.key, sent=False)
+                mark_done(case, step.key, sent=False, now=now)
                 self.blocked.append((now, step.channel, step.reason))
                 self.settled.setdefault(step.key, []).append((now, "blocked"))
             elif isinstance(step, Defer):
@@ -117,7 +133,15 @@ class World:
             else:
                 assert isinstance(step, Act)
                 self.check_may_send(step)
+                not_after = contact_deadline(case, step.channel, now) if case.uses(SECOND_PASS) else None
+                if step.channel in (Channel.SMS, Channel.EMAIL) and self.delay and (
+                        not_after is not None and now + self.delay > not_after):
+                    # The activity refuses once not_after has passed; the case checks it again then.
+                    self.late.append((now, step.key))
+                    return not_after
                 self.send(step)
+                if step.channel in (Channel.SMS, Channel.EMAIL):
+                    self.check_reaches_in_time(step, now + self.delay)
             self.watch()
         raise AssertionError("decide never settled on a Wait")
 
@@ -142,7 +166,7 @@ class World:
             case.contacted(step.channel, None, now)
         elif step.channel in (Channel.SMS, Channel.EMAIL, Channel.LETTER):
             case.contacted(step.channel, step.template, now)
-        mark_done(case, step.key)
+        mark_done(case, step.key, now=now, template=step.template)
         self.settled.setdefault(step.key, []).append((now, "sent"))
 
     def elapse(self, span: timedelta) -> None:
@@ -159,12 +183,27 @@ class World:
                 return
 
     def command(self, name: str, payload: dict) -> None:
+        moratorium = self.case.moratorium
         accepted = handle(name, payload, self.case, self.strategy, self.now)
         self.watch()
+        if moratorium is not None and name != "breathing_space_ended" and self.case.uses(SECOND_PASS):
+            now_held = self.case.moratorium
+            assert now_held is not None and now_held.since == moratorium.since, \
+                f"{name} ended or replaced the breathing space of {moratorium.since}"
         if accepted and name == "call_outcome":
             pending = [s for s in self.sent if s.channel is Channel.CALL and s.result is None]
             if pending:
-                pending[-1].result = CALL_RESULTS[payload["outcome"]]
+                result = CALL_RESULTS[payload["outcome"]]
+                dials = [datetime.fromisoformat(d) for d in payload.get("dialled_at", [])] or \
+                    [self.now] * payload.get("dials", 1)
+                # Each dial is a contact the caps count: the task's own attempt is the first.
+                pending[-1].at, pending[-1].result = dials[0], result if len(dials) == 1 else "unanswered"
+                for n, at in enumerate(dials[1:], start=2):
+                    self.sent.append(Sent(at, Channel.CALL, None, f"dial:{n}",
+                                          result if n == len(dials) else "unanswered"))
+                self.sent.sort(key=lambda s: s.at)
+                if self.case.uses(SECOND_PASS):
+                    self.check_breaches_recorded(dials)
         self.drive()
 
     # -- the invariants, checked independently of check_contact --------------------------------
@@ -180,6 +219,14 @@ class World:
         what = f"{channel.value} ({step.template or step.key}) at {now:%Y-%m-%d %H:%M} UTC"
         assert case.hold("dispute") is None, f"{what} while the debt is disputed"
         assert case.hold("hardship") is None, f"{what} during hardship"
+        assert case.moratorium is None, f"{what} inside a breathing space"
+        if case.uses(SECOND_PASS) and profile.validation_notice and purpose in ("legal_notice", "enforcement"):
+            notice = [s.at for s in self.sent if s.template == "validation_notice"]
+            # The period read independently: 30 days from receipt, received 5 business days (at least 5
+            # calendar days) after sending: nothing of the kind before 35 days have passed.
+            assert notice or case.validation_notice_at, f"{what} before the validation notice"
+            sent_at = notice[0] if notice else case.validation_notice_at
+            assert now >= sent_at + timedelta(days=35), f"{what} inside the validation period"
         if channel in NOT_A_CONTACT:
             return
         if case.paused:
@@ -208,6 +255,52 @@ class World:
                 talks = [s.at for s in self.sent if s.channel is channel and s.result == "conversation"]
                 assert not talks or now >= max(talks) + cooldown.lasts, f"{what}: within the cooldown"
 
+    def check_may_leave(self, step: Advance) -> None:
+        """A stage with a legal notice is left only once each went (or was blocked, with its reason) and
+        its response period ran; litigation begins only after the validation period (US)."""
+        case, now = self.case, self.now
+        if not case.uses(SECOND_PASS):
+            return
+        config = self.strategy.stages[case.stage]
+        for index, treatment in enumerate(config.treatments):
+            if self.profile.purpose_of(treatment.template, treatment.channel) != "legal_notice":
+                continue
+            for offset in treatment.at:
+                key = f"{index}:{treatment.channel.value}:{int(offset.total_seconds())}"
+                fates = [(at, how) for at, how in self.settled.get(key, []) if at >= case.stage_entered_at]
+                assert fates, f"left {case.stage.value} at {now} before {key} went or was blocked"
+                sent = [at for at, how in fates if how == "sent"]
+                if sent and config.dwell:
+                    assert now >= sent[0] + config.dwell, f"left {case.stage.value} inside {key}'s response period"
+        landing = step.to
+        while landing in case.skip and landing.following() is not None:
+            landing = landing.following()
+        if landing is Stage.LITIGATION and self.profile.validation_notice:
+            notice = [s.at for s in self.sent if s.template == "validation_notice"] or \
+                ([case.validation_notice_at] if case.validation_notice_at else [])
+            assert notice and now >= notice[0] + timedelta(days=35), f"litigation at {now} inside the validation period"
+
+    def check_reaches_in_time(self, step: Act, reaches: datetime) -> None:
+        """A message reaches the borrower inside the window it was allowed in (read independently)."""
+        profile = self.profile
+        if profile.window is None or step.channel not in profile.windowed:
+            return
+        for zone in self.zones():
+            local = reaches.astimezone(zone)
+            checked = (reaches - self.delay).astimezone(zone)
+            assert local.date() == checked.date() and profile.window.start <= local.time() < profile.window.end, \
+                f"{step.channel.value} checked at {checked:%H:%M} reached the borrower at {local:%H:%M} in {zone.key}"
+
+    def check_breaches_recorded(self, dials: list[datetime]) -> None:
+        """Every dial outside the contact hours is on record as a breach for the compliance officer."""
+        profile = self.profile
+        if profile.window is None:
+            return
+        outside = [d for d in dials if any(not profile.window.start <= d.astimezone(z).time() < profile.window.end
+                                           for z in self.zones())]
+        breaches = [e for e in self.case.events if e.kind == "compliance_breach" and e.at == self.now]
+        assert len(breaches) >= len(outside), f"{len(outside)} dials outside the hours, {len(breaches)} breaches"
+
     def no_deferral_overdue(self) -> None:
         """Once a deferred contact's time has come it is sent, blocked or deferred again, unless
         a hold keeps the whole ladder still (then it is judged when the hold ends)."""
@@ -228,14 +321,15 @@ class World:
                 f"{deferral.key} deferred at {when} to {deferral.until} ({deferral.reason}) was never settled"
 
 
-def _world(jurisdiction: str, zone: str, start: datetime, strat: Strategy, dpd: int, vulnerable: bool) -> World:
+def _world(jurisdiction: str, zone: str, start: datetime, strat: Strategy, dpd: int, vulnerable: bool, *,
+           delay: timedelta = timedelta(0), features: tuple[str, ...] = (SECOND_PASS,)) -> World:
     currency = {"US": "USD", "CN": "CNY", "UK": "GBP"}[jurisdiction]
     loan = make_loan(jurisdiction=jurisdiction, currency=currency, days_past_due=dpd,
                      timezone=ZONES[jurisdiction][0])
     profile = profile_for(loan, strat, PROFILES)
-    case = open_case(loan, strat, start)
+    case = open_case(loan, strat, start, features=features)
     case.apply_compliance(profile, zone, vulnerable, start)
-    return World(case=case, strategy=strat, profile=profile, zone=zone, now=start)
+    return World(case=case, strategy=strat, profile=profile, zone=zone, now=start, delay=delay)
 
 
 # -- random worlds ---------------------------------------------------------------------------------
@@ -259,13 +353,24 @@ _event = st.one_of(
     st.integers(1, 10).map(lambda d: ("promise_to_pay", {"amount": "100.00", "due_date": ("days", d)})),
     st.just(("hold", {"reason": "review"})),
     st.just(("release", {})),
+    st.sampled_from(["standard", "mental_health_crisis"]).map(lambda k: ("breathing_space", {"kind": k})),
+    st.sampled_from(["cancelled_by_adviser", "crisis_treatment_ended", "debt_solution_entered"])
+    .map(lambda r: ("breathing_space_ended", {"reason": r})),
+    st.just(("escalate", {})),
+    # An agent's report of several dials, some of them (minutes to hours back) outside the hours.
+    st.tuples(st.sampled_from(list(CALL_RESULTS)), st.lists(st.integers(0, 14 * 60), min_size=1, max_size=4))
+    .map(lambda t: ("call_outcome", {"outcome": t[0], "dials": len(t[1]),
+                                     "dialled_at": ("minutes ago", sorted(t[1], reverse=True))})),
     st.booleans().map(lambda v: ("vulnerability", {"vulnerable": v})),
 )
 
 
 def _resolve(payload: dict, now: datetime) -> dict:
-    return {k: (now.date() + timedelta(days=v[1])).isoformat() if isinstance(v, tuple) else v
-            for k, v in payload.items()}
+    def value(v):
+        if isinstance(v, tuple) and v[0] == "minutes ago":
+            return [(now - timedelta(minutes=m)).isoformat() for m in v[1]]
+        return (now.date() + timedelta(days=v[1])).isoformat() if isinstance(v, tuple) else v
+    return {k: value(v) for k, v in payload.items()}
 
 
 @st.composite
@@ -275,7 +380,8 @@ def worlds(draw: st.DrawFn) -> tuple[World, list]:
     start = datetime(2026, 1, 5, tzinfo=UTC) + draw(st.integers(0, 364 * 24 * 4).map(lambda q: timedelta(minutes=15 * q)))
     strat = draw(st.sampled_from([DEFAULT, STRESS]))
     dpd = draw(st.sampled_from([1, 20, 35, 35, 35, 65, 95]))  # mostly calls: where caps bind
-    world = _world(jurisdiction, zone, start, strat, dpd, draw(st.booleans()))
+    delay = draw(st.sampled_from([timedelta(0), timedelta(0), timedelta(minutes=10), timedelta(minutes=50)]))
+    world = _world(jurisdiction, zone, start, strat, dpd, draw(st.booleans()), delay=delay)
     return world, draw(st.lists(_event, min_size=1, max_size=30))
 
 
@@ -289,7 +395,8 @@ def _run(world: World, events: list) -> None:
         if world.case.outcome is not None:
             break
     # Then lift what holds the case, and let it run to the end of the ladder: every deferral settles.
-    for name, payload in (("dispute_resolved", {"upheld": False}), ("hardship_resolved", {}), ("release", {})):
+    for name, payload in (("dispute_resolved", {"upheld": False}), ("hardship_resolved", {}), ("release", {}),
+                          ("breathing_space_ended", {"reason": "cancelled_by_adviser"})):
         if world.case.outcome is None:
             world.command(name, payload)
     for _ in range(12):
@@ -387,3 +494,105 @@ def test_a_deferred_promise_reminder_is_dropped_when_the_promise_is_kept_first()
     world.elapse(timedelta(days=2))
     assert not any(s.template == "promise_reminder" for s in world.sent)
     world.check_every_deferral_settled()
+
+
+# -- the second pass's rules, each shown to be what keeps the properties true ---------------------------
+# Each example below passes; with the rule it exercises broken back to how the engine was before (or
+# to a plausible bug), the same example fails the properties above.
+
+def _breathing_space_then_hardship_commands(world: World) -> None:
+    world.drive()
+    world.command("breathing_space", {"kind": "standard"})
+    world.command("hardship", {"reason": "lost job"})
+    world.command("hardship_resolved", {})
+    world.elapse(timedelta(days=10))
+
+
+def _escalated_at_the_legal_letter(world: World) -> None:
+    world.drive()
+    world.command("escalate", {})
+    world.elapse(timedelta(days=40))
+
+
+def _dialled_three_times_then_left(world: World) -> None:
+    world.drive()
+    dials = [world.now - timedelta(minutes=m) for m in (3, 2, 1)]
+    world.command("call_outcome", {"outcome": "no_answer", "dials": 3, "dialled_at": [d.isoformat() for d in dials]})
+    world.elapse(timedelta(hours=20))
+
+
+def _late_dial(world: World) -> None:
+    """A call task made at 20:00 in London; the agent reports a second dial at 21:30."""
+    world.drive()
+    start = world.now
+    world.elapse(timedelta(hours=2))
+    world.command("call_outcome", {"outcome": "no_answer", "dials": 2, "dialled_at": [
+        (start + timedelta(minutes=5)).isoformat(), (start + timedelta(minutes=90)).isoformat()]})
+
+
+def _release_moratorium_with_hardship(original):
+    def broken(self, kind, now):
+        original(self, kind, now)
+        if kind == "hardship":  # a breathing space held as hardship, as before the second pass
+            original(self, "moratorium", now)
+    return broken
+
+
+def _uk(dpd=1, start=datetime(2026, 6, 1, 8, 0, tzinfo=UTC), strat=DEFAULT, **kw) -> World:
+    return _world("UK", "Europe/London", start, strat, dpd, False, **kw)
+
+
+def _us(dpd=1, start=datetime(2026, 6, 1, 14, 0, tzinfo=UTC), strat=DEFAULT, **kw) -> World:
+    return _world("US", "America/New_York", start, strat, dpd, False, **kw)
+
+
+@pytest.mark.parametrize("rule", ["moratorium", "required_treatment", "validation_period", "not_after", "dials",
+                                  "breaches"])
+def test_each_second_pass_rule_is_what_keeps_the_properties_true(rule, monkeypatch):
+    import domain.case
+    import domain.commands
+    import domain.compliance
+    import domain.decide
+    import tests.test_compliance_properties as here
+
+    scenarios = {
+        "moratorium": (lambda: _uk(), _breathing_space_then_hardship_commands),
+        "required_treatment": (lambda: _uk(dpd=95), _escalated_at_the_legal_letter),
+        "validation_period": (lambda: _us(dpd=95), lambda w: w.elapse(timedelta(days=60))),
+        # Checked at 20:30 in New York, reaching the borrower 50 minutes later: past 21:00.
+        "not_after": (lambda: _us(start=datetime(2026, 6, 2, 0, 30, tzinfo=UTC), delay=timedelta(minutes=50)),
+                      lambda w: w.elapse(timedelta(days=1))),
+        "dials": (lambda: _uk(dpd=35, strat=STRESS), _dialled_three_times_then_left),
+        "breaches": (lambda: _uk(dpd=35, start=datetime(2026, 6, 1, 19, 0, tzinfo=UTC)), _late_dial),
+    }
+    make, play = scenarios[rule]
+    play(make())  # the rule as it is: the properties hold
+    if rule == "moratorium":
+        monkeypatch.setattr(domain.case.CaseState, "release_hold",
+                            _release_moratorium_with_hardship(domain.case.CaseState.release_hold))
+    elif rule == "required_treatment":
+        monkeypatch.setattr(domain.decide, "still_owed", lambda *a: None)
+        monkeypatch.setattr(domain.commands, "still_owed", lambda *a: None)
+    elif rule == "validation_period":
+        monkeypatch.setattr(domain.compliance, "_in_validation_period", lambda *a: None)
+    elif rule == "not_after":
+        monkeypatch.setattr(here, "contact_deadline", lambda case, channel, now: now + timedelta(days=1))
+    elif rule == "dials":
+        original = domain.case.CaseState.call_answered
+        monkeypatch.setattr(domain.case.CaseState, "call_answered", lambda self, outcome, dials=None: original(
+            self, outcome))
+    elif rule == "breaches":
+        monkeypatch.setattr(domain.commands, "dial_breaches", lambda *a: [])
+    with pytest.raises(AssertionError, match=BROKEN[rule]):
+        play(make())
+
+
+# What the properties say when each rule is broken.
+BROKEN = {
+    "moratorium": "ended or replaced the breathing space",
+    "required_treatment": "left legal_letter .*0:letter:0",
+    "validation_period": "inside the validation period",
+    "not_after": "reached the borrower at 21:",
+    "dials": "cap of 3 per 1 day, 0:00:00 already reached",
+    "breaches": "1 dials outside the hours, 0 breaches",
+}

@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import email
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from email import policy
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import pytest
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from sqlalchemy import update
 from temporalio.exceptions import ApplicationError
 
 from activities.channels import CollectionActivities
 from activities.models import CaseFacts, ContactRequest
 from activities.smtp import mailer_from_url
 from infra.settings import Settings
+from ledger.schema import contact_attempts
 from tests.conftest import events, make_loan, start_case, status
 from tests.mail_server import free_port, serve
 from worker import build_activities, build_worker
@@ -55,11 +58,42 @@ async def test_an_email_arrives_over_smtp_with_the_sender_the_amount_and_the_opt
     assert message["X-Arrears-Idempotency-Key"] == request.idempotency_key
     body = message.get_content()
     assert "Arrears Demo Bank" in body and "USD 450.00" in body and "UNSUBSCRIBE" in body
-    # The copy kept under the key is the message that went out.
-    kept = email.message_from_bytes(Path(receipt.location).read_bytes(), policy=policy.default)
-    assert kept["Message-ID"] == message["Message-ID"] and kept.get_content().replace("\r\n", "\n") == body.replace("\r\n", "\n")
     attempt = await _attempt(mailing, request.idempotency_key)
     assert (attempt["state"], attempt["tries"], attempt["channel"]) == ("sent", 1, "email")
+    # The server has it: the outbox keeps no copy naming the borrower; the ledger keeps its hash.
+    assert receipt.location == "" and not (data_dir / "outbox").exists()
+    assert attempt["sha256"] == receipt.sha256 and len(receipt.sha256) == 64
+
+
+async def test_outbox_copies_keep_the_message_that_went_out_when_asked_for(smtp_url, mailbox, data_dir, ledger):
+    activities = build_activities(Settings(data_dir=data_dir, smtp_url=smtp_url, outbox_copies=True), ledger)
+    try:
+        receipt = await activities.send_email(_request("repayment_options"))
+    finally:
+        await activities.aclose()
+    [message] = mailbox.messages
+    kept = email.message_from_bytes(Path(receipt.location).read_bytes(), policy=policy.default)
+    assert kept["Message-ID"] == message["Message-ID"]
+    assert kept.get_content().replace("\r\n", "\n") == message.get_content().replace("\r\n", "\n")
+
+
+async def test_without_a_copy_a_retry_renders_the_same_message_dated_by_its_claim(mailing, mailbox, ledger):
+    """The worker died after the server took the e-mail and before the ledger heard: the retry sends
+    the same bytes (SMTP cannot fold it; mail clients fold by Message-ID), dated when first claimed."""
+    request = _request("repayment_options")
+    claimed = datetime(2026, 1, 2, 12, 0, tzinfo=UTC)
+    await ledger.claim(request.idempotency_key, loan_id=request.loan.loan_id, jurisdiction="US", channel="email",
+                       template=request.template, retain_until=claimed.date() + timedelta(days=1000))
+    stamp = update(contact_attempts).where(contact_attempts.c.idempotency_key == request.idempotency_key)
+    async with ledger.engine.begin() as connection:
+        await connection.execute(stamp.values(created_at=claimed))
+    first = await mailing.send_email(request)
+    async with ledger.engine.begin() as connection:
+        await connection.execute(stamp.values(state="sending"))
+    again = await mailing.send_email(request)
+    assert [parsedate_to_datetime(m["Date"]) for m in mailbox.messages] == [claimed, claimed]
+    assert again.sha256 == first.sha256 and again.message_id == first.message_id
+    assert (await _attempt(mailing, request.idempotency_key))["sha256"] == first.sha256
 
 
 async def test_a_chinese_borrower_gets_the_chinese_template_intact(mailing, mailbox):

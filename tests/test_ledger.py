@@ -162,15 +162,18 @@ async def test_work_items_are_queued_once_pulled_by_agent_and_closed_with_an_out
 
 # -- retention --------------------------------------------------------------------------------
 
-async def test_purge_removes_only_what_is_past_its_retention(ledger):
-    await _claim(ledger, "old", retain_until=date(2026, 1, 1))
-    await _claim(ledger, "kept", retain_until=KEEP)
+async def test_purge_removes_only_loans_whose_last_activity_is_past_their_retention(ledger):
+    await _claim(ledger, "old", loan_id="L-0", retain_until=date(2026, 1, 1))
+    await ledger.record_events("L-0", "loan-L-0", [_event(0)], date(2026, 1, 1))
+    # L-1 began as long ago, and is still being collected: its early rows stay with it.
+    await _claim(ledger, "early", retain_until=date(2026, 1, 1))
     await ledger.record_events("L-1", "loan-L-1", [_event(0)], date(2026, 1, 1))
     await ledger.record_events("L-1", "loan-L-1", [_event(1)], KEEP)
     removed = await ledger.purge_expired(date(2026, 11, 22))
-    assert removed == {"contact_attempts": 1, "case_events": 1, "work_items": 0}
-    assert [a["idempotency_key"] for a in await ledger.attempts()] == ["kept"]
-    assert [e["seq"] for e in await ledger.events("L-1")] == [1]
+    assert removed == {"contact_attempts": 1, "case_events": 1, "work_items": 0, "case_book": 1, "files": 0}
+    assert [a["idempotency_key"] for a in await ledger.attempts()] == ["early"]
+    assert [e["seq"] for e in await ledger.events("L-1")] == [0, 1]
+    assert await ledger.standing("L-0") is None
 
 
 # -- set-up: the worker and the command line ------------------------------------------------------

@@ -25,8 +25,9 @@ BOOK = TemplateBook(ROOT / "templates")
 DATE = "2026-03-02"
 
 
-def values(currency: str) -> dict[str, str]:
+def values(currency: str) -> dict[str, object]:
     return {
+        "earlier_reminders": True,  # a legal letter after the ladder's reminders (tests/test_letter_wording.py: none)
         "lender": "Arrears Demo Bank", "contact_point": "+1 555 0100", "product": "personal loan",
         "loan_tail": "1234", "days_past_due": "45", "response_days": "15", "today": DATE,
         "amount_past_due": f"{currency} 1,234.56", "outstanding": f"{currency} 23,650.00",

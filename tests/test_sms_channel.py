@@ -4,16 +4,19 @@ provider reports opted out."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
 from temporalio.exceptions import ApplicationError
 
 from activities.models import CaseFacts, ContactRequest
 from infra.settings import Settings
+from ledger.schema import contact_attempts
 from tests.conftest import events, make_loan, start_case, status
 from tests.sms_provider_stub import Reply, SmsProviderStub
 from worker import build_activities, build_worker
@@ -65,6 +68,34 @@ async def test_a_text_reaches_the_provider_once_with_the_provider_message_id_in_
     assert (attempt["state"], attempt["provider_message_id"]) == ("sent", message.message_id)
     again = await texting.send_sms(request)  # Temporal retried after a lost completion
     assert again.message_id == message.message_id and len(provider.requests) == 1
+
+
+async def test_with_a_provider_no_copy_is_kept_and_a_retry_after_a_crash_sends_the_same_text_once(
+        texting, provider, data_dir):
+    request = _request()
+    first = await texting.send_sms(request)
+    assert first.location == "" and not (data_dir / "outbox").exists(), "the text names the borrower"
+    # The worker died after the provider took the text and before the ledger heard of it.
+    async with texting.ledger.engine.begin() as connection:
+        await connection.execute(update(contact_attempts).where(
+            contact_attempts.c.idempotency_key == request.idempotency_key).values(state="sending"))
+    again = await texting.send_sms(request)
+    assert len(provider.requests) == 2 and provider.requests[0].payload == provider.requests[1].payload
+    assert len(provider.messages) == 1 and again.message_id == first.message_id
+    attempt = await _attempt(texting, request.idempotency_key)
+    assert (attempt["state"], attempt["tries"], attempt["sha256"]) == ("sent", 2, first.sha256)
+    assert again.sha256 == first.sha256 and not (data_dir / "outbox").exists()
+
+
+async def test_outbox_copies_keep_each_text_when_asked_for(provider, data_dir, ledger):
+    activities = build_activities(Settings(data_dir=data_dir, sms_url=provider.url, outbox_copies=True), ledger)
+    activities.sms.backoff = activities.sms.max_backoff = 0.01
+    try:
+        receipt = await activities.send_sms(_request())
+    finally:
+        await activities.aclose()
+    assert Path(receipt.location).parent == data_dir / "outbox" / "sms"
+    assert json.loads(Path(receipt.location).read_text(encoding="utf-8"))["body"] == provider.messages[0].body
 
 
 async def test_a_provider_that_is_down_is_retried_and_the_text_goes_out_once(texting, provider):

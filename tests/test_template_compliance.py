@@ -224,7 +224,8 @@ def test_every_value_a_template_may_use_is_given_when_a_message_is_sent():
     from tests.conftest import make_loan
 
     facts = CaseFacts(stage="reminder", days_past_due=3, amount_past_due="10.00", outstanding="100.00")
-    assert set(_values(make_loan(), facts, Sender("Bank", "+1 555", "c@bank.example"), TEMPLATES)) == VARIABLES
+    sender = Sender("Bank", "+1 555", "c@bank.example")
+    assert set(_values(make_loan(), facts, sender, TEMPLATES, channel="sms")) == VARIABLES
 
 
 def test_products_are_named_in_the_borrowers_language():

@@ -119,8 +119,16 @@ async def test_text_people_typed_shows_as_text_and_never_runs(desk: Desk, served
         await page.fill("#hold-reason", SCRIPT)
         await page.locator("#command-hold button[type=submit]").click()
         await expect(page.locator(".alert-ok")).to_be_visible()
-        await expect(page.locator("#holds")).to_contain_text(SCRIPT)
-        await expect(page.locator("#timeline .reason", has_text=SCRIPT)).not_to_have_count(0)
+        # A hold's reason is a person's own words: the ledger keeps them (encrypted); the page shows the kind.
+        await expect(page.locator("#holds")).to_contain_text("held by an operator")
+        await expect(page.locator("#holds")).not_to_contain_text(SCRIPT)
+        # Text a person typed that the case does show (a promise's channel) shows as text.
+        due = (date.today() + timedelta(days=3)).isoformat()
+        promised = await desk.command("a1", loan_id, "promise_to_pay", {"amount": "100.00", "due_date": due,
+                                                                           "channel": SCRIPT})
+        assert promised.status_code == 200, promised.text
+        await page.goto(f"/cases/{loan_id}")
+        await expect(page.locator("#timeline .detail", has_text=SCRIPT)).not_to_have_count(0)
         assert await page.locator("main script").count() == 0
         assert tab.dialogs == []
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from datetime import date, timedelta
 
 import pytest
@@ -15,7 +17,8 @@ from workflows.loan_collection import LoanCollectionWorkflow
 ALL_COMMANDS = ["payment_received", "promise_to_pay", "hardship", "hardship_resolved", "dispute",
                 "dispute_resolved", "cease_contact", "call_outcome", "field_visit_report", "propose_arrangement",
                 "escalate",
-                "hold", "release", "close", "assign", "vulnerability"]
+                "hold", "release", "close", "assign", "vulnerability", "breathing_space", "breathing_space_ended",
+                "notice_delivered"]
 
 
 def test_the_workflow_declares_a_signal_and_an_update_for_every_command():
@@ -111,7 +114,7 @@ async def test_hardship_pauses_the_case_until_resolved(env, worker):
     handle = await start_case(env.client, worker)
     await eventually(handle, lambda s: len(events(s, "sms_sent")) == 1)
     state = await handle.execute_update("hardship", {"reason": "hospitalised"})
-    assert state["paused"] is True and state["pause_reason"] == "hardship: hospitalised"
+    assert state["paused"] is True and state["pause_reason"] == "hardship: hardship reported"
     await env.sleep(timedelta(days=60))
     state = await status(handle)
     assert state["stage"] == "reminder"
@@ -140,12 +143,15 @@ async def test_hardship_beyond_the_strategy_limit_is_refused(env, worker):
 async def test_a_dispute_holds_collection_until_resolved_and_an_upheld_dispute_closes_the_case(env, worker):
     handle = await start_case(env.client, worker)
     state = await handle.execute_update("dispute", {"reason": "never took this loan"})
-    assert state["pause_reason"] == "dispute: never took this loan"
+    assert state["pause_reason"] == "dispute: the debt is disputed"
     await env.sleep(timedelta(days=45))
     assert (await status(handle))["stage"] == "reminder"
     state = await handle.execute_update("dispute_resolved", {"upheld": True, "note": "identity fraud confirmed"})
     assert state["outcome"] == "closed"
-    assert (await handle.result())["close_note"] == "dispute upheld: identity fraud confirmed"
+    result = await handle.result()
+    # The words of the dispute and its resolution are the ledger's only (encrypted there).
+    assert result["close_note"] == "dispute upheld: see the ledger"
+    assert "identity fraud" not in json.dumps(result) and "never took this loan" not in json.dumps(result)
 
 
 async def test_a_rejected_dispute_resumes_collection(env, worker):
@@ -158,16 +164,22 @@ async def test_a_rejected_dispute_resumes_collection(env, worker):
 async def test_an_operator_hold_pauses_and_release_resumes(env, worker):
     handle = await start_case(env.client, worker)
     state = await handle.execute_update("hold", {"reason": "complaint under review"})
-    assert state["paused"] and state["pause_reason"] == "operator: complaint under review"
+    assert state["paused"] and state["pause_reason"] == "operator: held by an operator"
     state = await handle.execute_update("release", {})
     assert not state["paused"]
 
 
 async def test_escalate_moves_the_case_one_stage_on_and_is_refused_at_litigation(env, worker):
-    handle = await start_case(env.client, worker, make_loan(days_past_due=100))
+    handle = await start_case(env.client, worker, make_loan(days_past_due=70))
     await handle.execute_update("escalate", {"reason": "borrower absconded"})
-    state = await eventually(handle, lambda s: s["stage"] == "litigation")
+    state = await eventually(handle, lambda s: s["stage"] == "legal_letter" and events(s, "letter_sent"))
     assert events(state, "stage_entered")[-1]["reason"] == "operator: borrower absconded"
+    # The legal letter's response period is the law's: escalate is refused until it is over, naming it.
+    with pytest.raises(WorkflowUpdateFailedError) as failure:
+        await handle.execute_update("escalate", {})
+    assert "legal_letter's response period until" in str(failure.value.cause)
+    await env.sleep(timedelta(days=16))
+    state = await eventually(handle, lambda s: s["stage"] == "litigation")
     with pytest.raises(WorkflowUpdateFailedError) as failure:
         await handle.execute_update("escalate", {})
     assert "already at the last stage" in str(failure.value.cause)

@@ -40,14 +40,15 @@ async def test_a_uk_breathing_space_stops_contact_for_sixty_days(env, worker):
     state = await handle.execute_update("hardship", {"reason": "debt adviser notice", "breathing_space": True})
     assert state["compliance"]["interest_frozen"] and state["paused"]
     hold = state["holds"][0]
-    assert hold["moratorium"] and datetime.fromisoformat(hold["until"]) - now >= timedelta(days=60)
+    assert hold["kind"] == "moratorium" and hold["moratorium"]
+    assert datetime.fromisoformat(hold["until"]) - now >= timedelta(days=60)
     await env.sleep(timedelta(days=59))
     state = await status(handle)
     assert state["paused"] and len(events(state, "sms_sent")) == 1
     await env.sleep(timedelta(days=2))
     state = await status(handle)
     assert not state["paused"] and not state["compliance"]["interest_frozen"]
-    assert events(state, "hardship_ended")
+    assert events(state, "breathing_space_ended")[0]["reason"] == "the breathing space's term is over"
 
 
 async def test_a_case_started_without_a_profile_gets_its_jurisdictions_from_the_worker(env, worker):

@@ -153,7 +153,7 @@ async def test_a_hold_withdraws_the_open_call_task(env, worker):
     await eventually(handle, lambda s: s["open_call_tasks"])
     await handle.execute_update("hold", {"reason": "complaint under review"})
     state = await eventually(handle, lambda s: not s["open_call_tasks"])
-    assert events(state, "call_task_withdrawn")[0]["reason"] == "operator: complaint under review"
+    assert events(state, "call_task_withdrawn")[0]["reason"] == "operator: held by an operator"
     with pytest.raises(WorkflowUpdateFailedError):
         await handle.execute_update("call_outcome", {"outcome": "reached"})
 

@@ -62,7 +62,7 @@ async def test_a_case_started_as_intake_starts_needs_no_patch_markers_nor_an_ope
 
 async def test_a_case_started_without_features_still_asks_its_history(env, worker):
     """The path of every case started before features were named: patch markers, as recorded."""
-    handle = await start_case(env.client, worker, make_loan(days_past_due=5))
+    handle = await start_case(env.client, worker, make_loan(days_past_due=5), features=None)
     await env.sleep(timedelta(days=3))
     history = await _history(handle)
     patches = {json.loads(e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data)["id"]

@@ -55,7 +55,7 @@ async def test_a_hold_withdraws_the_open_call_task_in_the_ledger_with_its_reason
     assert task.case_ref == task.item_id == (await status(handle))["open_call_tasks"][0]
     await handle.execute_update("hold", {"reason": "complaint under review", "by": "sup-1"})
     withdrawn = await _becomes(worker.ledger, task.item_id, "withdrawn")
-    assert withdrawn.reason == "operator: complaint under review" and withdrawn.completed_at is not None
+    assert withdrawn.reason == "operator: held by an operator" and withdrawn.completed_at is not None
     assert task.item_id not in [i.item_id for i in (await worker.ledger.work_queue("calls"))[0]]
 
 
@@ -78,7 +78,8 @@ async def test_closing_the_case_withdraws_its_legal_hand_off(env, worker):
     loan = make_loan(days_past_due=125)
     handle = await start_case(env.client, worker, loan)
     await eventually(handle, lambda s: bool(events(s, "letter_sent")))
-    await handle.execute_update("escalate", {"reason": "no response", "by": "sup-1"})
+    await env.sleep(timedelta(days=16))  # the letter's response period: no escalation inside it
+    await eventually(handle, lambda s: s["stage"] == "litigation")
     [legal] = await _items(worker.ledger, "legal", loan.loan_id)
     await handle.execute_update("close", {"outcome": "written_off", "note": "uneconomic", "by": "sup-1"})
     await handle.result()
@@ -99,7 +100,7 @@ async def test_a_cancelled_visit_is_withdrawn_from_the_field_agents_queue(env, w
     assert len(set(plan.assigned_to.split(","))) == 2
     await handle.execute_update("dispute", {"reason": "already paid", "by": "agent-2"})
     withdrawn = await _becomes(worker.ledger, plan.item_id, "withdrawn")
-    assert withdrawn.reason == "dispute: already paid"
+    assert withdrawn.reason == "dispute: the debt is disputed"
 
 
 @BOTH_DATABASES

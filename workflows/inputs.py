@@ -45,7 +45,12 @@ FEATURES = (
     "timer-kept",  # a wait interrupted by a command keeps its timer when the next wake is the same
     "work-follows-case",  # work the case ends (a call task withdrawn, a visit cancelled) reaches the
     #                       ledger, which closes its item, before the case waits
+    "compliance-second-pass",  # the moratorium a hold of its own, required treatments never skipped, the
+    #                            validation notice's other routes, contacts checked when they reach the
+    #                            borrower (not_after, cancelled in flight, dials counted), private reasons
 )
+# The features the domain itself reads (``CaseState.features``), besides the workflow.
+DOMAIN_FEATURES = ("compliance-second-pass",)
 
 
 class CaseInput(BaseModel):

@@ -14,21 +14,23 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RawValue
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, RetryState
+from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 with workflow.unsafe.imports_passed_through():
     from activities.channels import CollectionActivities
     from activities.models import CaseEventsRequest, CaseFacts, ContactRequest, ProfileRequest, WorkItemRequest
-    from domain.case import CaseState, open_case, tick
+    from domain.case import SECOND_PASS, CaseState, adopt_second_pass, open_case, tick
     from domain.commands import handle, validate
+    from domain.compliance import call_window, contact_deadline, send_stopped
     from domain.errors import BeyondLimit, Rejected
-    from domain.decide import Act, Advance, Block, Defer, Finish, Wait, decide, mark_done
-    from domain.case import Deferral
+    from domain.decide import Act, Advance, Block, Defer, Finish, Wait, decide, mark_done, send_failed, settle
     from domain.stages import Channel
     from domain.status import status
     from workflows import search_attributes as sa
     from workflows.inputs import (
-        ACTIVITY_TIMEOUT, CONTACT_RETRY, ESSENTIAL_RETRY, FEATURES, CaseInput, FieldVisitInput, channel_queue,
+        ACTIVITY_TIMEOUT, CONTACT_RETRY, DOMAIN_FEATURES, ESSENTIAL_RETRY, FEATURES, CaseInput, FieldVisitInput,
+        channel_queue,
     )
     from workflows.visits import VisitRunner
 
@@ -59,6 +61,10 @@ _MESSAGES = {
 }
 # A provider's refusals that change what the case may do next (raised by the channel adapters).
 PROVIDER_REFUSALS = ("OptedOut", "InvalidPhoneNumber")
+# The contact's moment passed before it reached the borrower (raised past ``not_after``): tried again.
+WINDOW_PASSED = "ContactWindowPassed"
+# Messages a hold, a dispute or a cease request stops while they are on their way.
+_STOPPABLE = (Channel.SMS, Channel.EMAIL)
 _RETRY = {Channel.SMS: CONTACT_RETRY, Channel.EMAIL: CONTACT_RETRY}
 _WORK = {
     Channel.CALL: CollectionActivities.create_call_task,
@@ -100,7 +106,9 @@ class LoanCollectionWorkflow:
     @workflow.init
     def __init__(self, input: CaseInput) -> None:
         self._input = input
-        self._case: CaseState = input.state or open_case(input.loan, input.strategy, workflow.now())
+        self._case: CaseState = input.state or open_case(
+            input.loan, input.strategy, workflow.now(),
+            features=[f for f in DOMAIN_FEATURES if f in (input.features or ())])
         self._version = 0
         self._visits = VisitRunner(self._case, input.strategy, self._changed)
         # What the attributes hold already: a continued case's own values, or what intake set at the
@@ -143,6 +151,12 @@ class LoanCollectionWorkflow:
     assign_update = _update("assign")
     vulnerability = _signal("vulnerability")
     vulnerability_update = _update("vulnerability")
+    breathing_space = _signal("breathing_space")
+    breathing_space_update = _update("breathing_space")
+    breathing_space_ended = _signal("breathing_space_ended")
+    breathing_space_ended_update = _update("breathing_space_ended")
+    notice_delivered = _signal("notice_delivered")
+    notice_delivered_update = _update("notice_delivered")
 
     @workflow.signal(dynamic=True)
     def unknown_signal(self, name: str, args: Sequence[RawValue]) -> None:
@@ -161,6 +175,8 @@ class LoanCollectionWorkflow:
         while True:
             if case.compliance is None and self._uses(COMPLIANCE_PATCH):
                 await self._apply_compliance()
+            if case.compliance is not None and not case.uses(SECOND_PASS) and self._uses(SECOND_PASS):
+                adopt_second_pass(case, input.loan, workflow.now())
             now = workflow.now()
             tick(case, strategy, now)
             self._visits.reconcile()
@@ -173,12 +189,8 @@ class LoanCollectionWorkflow:
                 self._visits.leave_stage()
                 case.enter_stage(step.to, now, step.reason)
                 workflow.logger.info("stage entered", extra={"loan_id": case.loan_id, "stage": case.stage.value})
-            elif isinstance(step, Block):
-                case.record(now, f"{step.channel.value}_blocked", "blocked", reason=step.reason, treatment=step.key)
-                mark_done(case, step.key, sent=False)
-            elif isinstance(step, Defer):
-                case.defer(Deferral(key=step.key, channel=step.channel, template=step.template, since=now,
-                                    until=step.until, reason=step.reason), now)
+            elif isinstance(step, (Block, Defer)):
+                settle(case, step, now)
             elif isinstance(step, Act):
                 await self._act(step)
             elif isinstance(step, Wait):
@@ -228,7 +240,12 @@ class LoanCollectionWorkflow:
 
     def _recorded(self, trail: CaseEventsRequest | None) -> None:
         if trail is not None:
-            self._case.ledger_seq = max(self._case.ledger_seq, trail.first_seq + len(trail.events))
+            case = self._case
+            case.ledger_seq = max(case.ledger_seq, trail.first_seq + len(trail.events))
+            # A person's own words are the ledger's now (encrypted there): the case keeps none of them.
+            for event in case.events[:max(0, case.ledger_seq - case.events_dropped)]:
+                if event.private:
+                    event.private = {}
 
     async def _keep_record(self, *, all_of_it: bool = True, wakes_at: datetime | None = None) -> None:
         """Append the events the ledger does not hold yet: the audit trail outlives the history.
@@ -291,15 +308,30 @@ class LoanCollectionWorkflow:
         key = case.next_key(case.stage, step.channel.value)
         facts = self._facts()
         trail = self._trail() if step.channel in _MESSAGES or step.channel in _WORK else None
+        second_pass = case.uses(SECOND_PASS)
+        decided_at = workflow.now()  # a letter is dated, and its response period runs, from here
         try:
             if step.channel in _MESSAGES:
-                receipt = await workflow.execute_activity_method(
+                not_after = contact_deadline(case, step.channel, workflow.now()) if second_pass else None
+                handle = workflow.start_activity_method(
                     _MESSAGES[step.channel],
                     ContactRequest(idempotency_key=key, loan=loan, template=step.template or "", facts=facts,
-                                   trail=trail),
+                                   trail=trail, not_after=not_after),
                     task_queue=channel_queue(workflow.info().task_queue, step.channel.value),
                     start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=_RETRY.get(step.channel, ESSENTIAL_RETRY),
+                    # Past its moment the message is not sent late: the server gives up on it, and the case
+                    # checks it again (a queue that waited out the night does not text at 03:00).
+                    schedule_to_close_timeout=(max(not_after - workflow.now(), timedelta(seconds=1))
+                                               if not_after is not None else None),
+                    cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
                     summary=f"{step.channel.value}: {step.template}")
+                if second_pass and step.channel in _STOPPABLE:
+                    # A hold, a dispute or a cease arriving meanwhile stops a message its provider has not taken.
+                    await workflow.wait_condition(
+                        lambda: handle.done() or send_stopped(case, step.channel, step.template) is not None)
+                    if not handle.done():
+                        handle.cancel()
+                receipt = await handle
                 self._recorded(trail)
                 case.record(workflow.now(), f"{step.channel.value}_sent", "sent", template=step.template,
                             message_id=receipt.message_id, idempotency_key=key, sha256=receipt.sha256)
@@ -308,13 +340,17 @@ class LoanCollectionWorkflow:
                 if step.channel is Channel.CALL and self._uses(RIDE_ALONG):
                     case.expire_call_tasks(workflow.now())  # recorded now, so it rides with the new task
                     trail = self._trail()
+                # A call task says when the agent may dial: from now to the end of the borrower's hours today.
+                dial_from, dial_until = (call_window(case, workflow.now()) if step.channel is Channel.CALL
+                                         else (None, None))
                 item = await workflow.execute_activity_method(
-                    _WORK[step.channel], WorkItemRequest(idempotency_key=key, loan=loan, facts=facts, trail=trail),
+                    _WORK[step.channel], WorkItemRequest(idempotency_key=key, loan=loan, facts=facts, trail=trail,
+                                                         callable_from=dial_from, callable_until=dial_until),
                     start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=ESSENTIAL_RETRY,
                     summary=step.channel.value)
                 self._recorded(trail)
                 if step.channel is Channel.CALL:
-                    case.open_call_task(item.item_id, workflow.now())
+                    case.open_call_task(item.item_id, workflow.now(), dial_from, dial_until)
                     case.contacted(step.channel, None, workflow.now())
                 case.record(workflow.now(), f"{step.channel.value}_queued", "sent", item_id=item.item_id,
                             idempotency_key=key)
@@ -325,13 +361,37 @@ class LoanCollectionWorkflow:
                                                               compliance=case.compliance),
                                    self._trail if self._uses(RIDE_ALONG) else None)
         except ActivityError as err:
+            if second_pass and self._not_sent_yet(step, key, err):
+                return  # the case decides again: a later moment, or the reason it may not go
             case.record(workflow.now(), f"{step.channel.value}_failed", "failed", reason=str(err.cause or err),
                         idempotency_key=key)
             if isinstance(err.cause, ApplicationError) and err.cause.type in PROVIDER_REFUSALS:
                 case.provider_refused(step.channel, err.cause.type, workflow.now())
-            mark_done(case, step.key, sent=False)
+            if second_pass:
+                send_failed(case, step.key, step.channel, workflow.now())
+            else:
+                mark_done(case, step.key, sent=False)
             return
-        mark_done(case, step.key)
+        mark_done(case, step.key, now=decided_at, template=step.template)
+
+    def _not_sent_yet(self, step: Act, key: str, err: ActivityError) -> bool:
+        """A message stopped on its way (cancelled by a hold, a dispute or a cease) or whose moment
+        passed before it reached the borrower (``not_after``): recorded, and not done, so the case
+        checks it again instead of sending it late or counting it as sent."""
+        case, now, cause = self._case, workflow.now(), err.cause
+        if isinstance(cause, CancelledError):
+            why = send_stopped(case, step.channel, step.template) or "stopped on its way"
+            case.record(now, f"{step.channel.value}_cancelled", "blocked", reason=f"{why}: cancelled before it was sent",
+                        treatment=step.key, idempotency_key=key)
+            return True
+        # Past its schedule-to-close the server gives up (a timeout, or the last failure with the retry
+        # state TIMEOUT when the next try would start too late); past not_after the activity refuses.
+        if (isinstance(cause, ActivityTimeout) or err.retry_state == RetryState.TIMEOUT
+                or (isinstance(cause, ApplicationError) and cause.type == WINDOW_PASSED)):
+            case.record(now, f"{step.channel.value}_late", "deferred", treatment=step.key, idempotency_key=key,
+                        reason="its moment passed before it reached the borrower; it is checked again")
+            return True
+        return False
 
     # -- helpers -------------------------------------------------------------
     def _command(self, name: str, payload: Any) -> None:
@@ -357,7 +417,8 @@ class LoanCollectionWorkflow:
                          promise_due_date=promise.due_date.isoformat() if promise else None,
                          response_days=max(1, dwell.days) if dwell else None, agent=case.agent,
                          instalment_amount=str(upcoming.remaining) if upcoming else None,
-                         instalment_due_date=upcoming.due_date.isoformat() if upcoming else None)
+                         instalment_due_date=upcoming.due_date.isoformat() if upcoming else None,
+                         reminders_sent=case.reminders_sent if case.uses(SECOND_PASS) else None)
 
     def _publish(self) -> None:
         """Keep the search attributes and the UI's current details in step with the case."""

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
 from domain.stages import Stage
@@ -32,7 +32,7 @@ from infra.search_attributes import ensure_search_attributes
 from infra.settings import Settings
 from tests.conftest import PROFILES, make_loan, strategy, zone_where_it_is
 from worker import build_worker
-from workflows.inputs import CaseInput, case_workflow_id
+from workflows.inputs import FEATURES, CaseInput, case_workflow_id
 from workflows.loan_collection import LoanCollectionWorkflow
 
 HERE = Path(__file__).parent
@@ -211,6 +211,51 @@ async def work_follows_case(env: WorkflowEnvironment, queue: str) -> WorkflowHan
     return handle
 
 
+async def validation_period_kept(env: WorkflowEnvironment, queue: str) -> WorkflowHandle:
+    """The second compliance pass, US: a loan taken in at DPD 95 gets the validation notice; the legal
+    letter waits out the validation period, escalate is refused while the letter's response period
+    runs, then litigation and the hand-off; a hardship reason kept for the ledger only."""
+    now = await env.get_current_time()
+    handle = await _start(env.client, queue, "REPLAY-SECOND-PASS-US", compliance=PROFILES["US"], features=list(FEATURES),
+                          loan={"days_past_due": 95, "timezone": zone_where_it_is(12, now)})
+    await env.sleep(timedelta(days=2))
+    await handle.execute_update("hardship", {"reason": "in hospital", "until": (now + timedelta(days=5)).isoformat(),
+                                             "by": "agent-1"})
+    await env.sleep(timedelta(days=40))
+    try:
+        await handle.execute_update("escalate", {"by": "sup-1"})  # refused: the response period runs
+    except WorkflowUpdateFailedError:
+        pass
+    await env.sleep(timedelta(days=20))
+    await handle.execute_update("close", {"outcome": "written_off", "note": "uneconomic", "by": "sup-1"})
+    await handle.result()
+    return handle
+
+
+async def breathing_space_held(env: WorkflowEnvironment, queue: str) -> WorkflowHandle:
+    """The second compliance pass, UK: a breathing space beside hardship and an arrangement, ended by the
+    scheme; a call task whose agent dialled three times, once after hours (a breach)."""
+    now = await env.get_current_time()
+    handle = await _start(env.client, queue, "REPLAY-SECOND-PASS-UK", compliance=PROFILES["UK"], features=list(FEATURES),
+                          loan={"jurisdiction": "UK", "currency": "GBP", "days_past_due": 40,
+                                "timezone": zone_where_it_is(11, now)})
+    await env.sleep(timedelta(hours=13))
+    dials = [now + timedelta(minutes=5), now + timedelta(minutes=20), now + timedelta(hours=12)]
+    await handle.execute_update("call_outcome", {"outcome": "no_answer", "dials": 3, "by": "agent-7",
+                                                 "dialled_at": [d.isoformat() for d in dials]})
+    await handle.execute_update("breathing_space", {"kind": "standard", "reference": "BS-1", "by": "comp-1"})
+    await handle.execute_update("hardship", {"reason": "lost job", "by": "agent-7"})
+    await handle.execute_update("hardship_resolved", {"by": "agent-7"})
+    today = (await env.get_current_time()).date()
+    await handle.execute_update("propose_arrangement", {"kind": "instalments", "by": "agent-7", "instalments": [
+        {"due_date": (today + timedelta(days=10)).isoformat(), "amount": "150.00"},
+        {"due_date": (today + timedelta(days=40)).isoformat(), "amount": "300.00"}]})
+    await env.sleep(timedelta(days=20))
+    await handle.execute_update("breathing_space_ended", {"reason": "cancelled_by_adviser", "by": "comp-1"})
+    await env.sleep(timedelta(days=3))
+    return handle
+
+
 SCENARIOS: dict[str, Callable[[WorkflowEnvironment, str], Awaitable[WorkflowHandle]]] = {
     "untouched_default_ladder": untouched_default_ladder,
     "operator_commands": operator_commands,
@@ -223,6 +268,8 @@ SCENARIOS: dict[str, Callable[[WorkflowEnvironment, str], Awaitable[WorkflowHand
     "ledger_trail": ledger_trail,
     "started_as_intake_starts": started_as_intake_starts,
     "work_follows_case": work_follows_case,
+    "validation_period_kept": validation_period_kept,
+    "breathing_space_held": breathing_space_held,
 }
 
 
