@@ -27,10 +27,6 @@ _HOLD_PRIORITY: tuple[HoldKind, ...] = ("moratorium", "dispute", "hardship", "op
 # Holds that suspend the borrower's own commitments (promise and arrangement are those commitments).
 SUSPENDING_HOLDS: tuple[HoldKind, ...] = ("moratorium", "dispute", "hardship", "operator")
 MAX_EVENTS = 500
-# The second compliance pass (issue 14): the statutory moratorium as its own hold, legally required
-# treatments that cannot be skipped, the validation notice's other routes, contacts checked when they
-# reach the borrower, free-text reasons kept out of the case. A case runs with it when its workflow
-# says so (``CaseState.features``); one started before replays as it ran.
 BreathingSpaceKind = Literal["standard", "mental_health_crisis"]
 
 
@@ -397,7 +393,7 @@ def adopt_second_pass(case: CaseState, loan: Loan, now: datetime) -> None:
     if case.uses(SECOND_PASS):
         return
     case.features = sorted({*case.features, SECOND_PASS})
-    case.esign_consent = bool(getattr(loan, "esign_consent", False))
+    case.esign_consent = loan.esign_consent
     for hold in list(case.holds):
         if hold.kind == "hardship" and hold.moratorium:
             case.holds.remove(hold)
@@ -424,7 +420,7 @@ def open_case(loan: Loan, strategy: Strategy, now: datetime, profile: Profile | 
         amount_past_due=loan.amount_past_due, outstanding=loan.outstanding_amount,
     )
     case.features = sorted(features)
-    case.esign_consent = bool(getattr(loan, "esign_consent", False))
+    case.esign_consent = loan.esign_consent
     case.sync_clock(now)
     # What the case book (ledger/book.py) needs of the loan, besides the stage and DPD: never
     # personal data, only what a portfolio is broken down by.

@@ -22,7 +22,11 @@ from domain.stages import Channel
 if TYPE_CHECKING:
     from domain.case import CaseState
 
-SECOND_PASS = "compliance-second-pass"  # domain.case.SECOND_PASS (imported there from here)
+# The second compliance pass (issue 14): the statutory moratorium as its own hold, legally required
+# treatments that cannot be skipped, the validation notice's other routes, contacts checked when they
+# reach the borrower, free-text reasons kept out of the case. A case runs with it when its workflow
+# says so (``CaseState.features``); one started before replays as it ran.
+SECOND_PASS = "compliance-second-pass"
 
 # What a message is for. A "collection" contact asks for payment; a "courtesy" one reminds of the
 # borrower's own promise or plan; a "validation" notice tells the borrower about the debt and their
@@ -317,8 +321,7 @@ def window_closes(profile: Profile, zone_name: str | None, at: datetime) -> date
     window = profile.window
     if window is None:
         return None
-    zone = _zone(zone_name)
-    zones = [zone] if zone is not None else [z for z in map(_zone, profile.zones) if z is not None]
+    zones = _zones(profile, zone_name)
     if not zones or not all(_inside(window, at, z) for z in zones):
         return None
     return min(datetime.combine(at.astimezone(z).date(), window.end, tzinfo=z).astimezone(timezone.utc)
@@ -328,7 +331,8 @@ def window_closes(profile: Profile, zone_name: str | None, at: datetime) -> date
 def dial_breaches(case: CaseState, dials: Sequence[datetime], callable_from: datetime | None,
                   callable_until: datetime | None) -> list[str]:
     """Which of an agent's dials broke a rule: outside the task's callable window or the contact
-    hours, or above a call cap counted with the dials before it. For the compliance officer."""
+    hours, above a call cap or inside a cooldown, counted with the dials before it (the caps and
+    cooldowns read as for any call, ``_caps``). For the compliance officer."""
     profile = case.compliance
     if profile is None:
         return []
@@ -343,14 +347,8 @@ def dial_breaches(case: CaseState, dials: Sequence[datetime], callable_from: dat
         elif Channel.CALL in profile.windowed and profile.window is not None and window_closes(
                 profile, case.timezone, at) is None:
             found.append(f"dial {n} at {at:%Y-%m-%d %H:%M} UTC outside contact hours")
-        for cap in profile.caps:
-            if cap.channel is not Channel.CALL:
-                continue
-            before = [a for a in history if at - cap.per < a.at < at
-                      and (cap.counts == "attempts" or a.result in ("unanswered", "pending"))]
-            if len(before) >= cap.max:
-                found.append(f"dial {n} at {at:%Y-%m-%d %H:%M} UTC above the cap of {cap.max} calls in "
-                             f"{_span(cap.per)}" + (f" ({cap.cite})" if cap.cite else ""))
+        for _, rule in _caps(profile, history, Channel.CALL, at):
+            found.append(f"dial {n} at {at:%Y-%m-%d %H:%M} UTC: {rule}")
         history.append(ContactAttempt(at=at, channel=Channel.CALL, result="unanswered"))
     return found
 
@@ -431,8 +429,7 @@ def _window(profile: Profile, zone_name: str | None, at: datetime) -> tuple[date
     is unknown or invalid, in every zone of the jurisdiction at once."""
     window = profile.window
     assert window is not None
-    zone = _zone(zone_name)
-    zones = [zone] if zone is not None else [z for z in map(_zone, profile.zones) if z is not None]
+    zone, zones = _zone(zone_name), _zones(profile, zone_name)
     hours = f"{window.start:%H:%M}-{window.end:%H:%M}"
     if not zones:
         return None, f"time zone {zone_name!r} unknown and {profile.name} names no zones to read strictly"
@@ -444,6 +441,12 @@ def _window(profile: Profile, zone_name: str | None, at: datetime) -> tuple[date
         if candidate >= at and all(_inside(window, candidate, z) for z in zones):
             return candidate, f"outside contact hours {hours} in {where}"
     return None, f"no time is inside contact hours {hours} in {where}"
+
+
+def _zones(profile: Profile, zone_name: str | None) -> list[ZoneInfo]:
+    """The borrower's zone, or (unknown or invalid) every zone of the jurisdiction, read strictly."""
+    zone = _zone(zone_name)
+    return [zone] if zone is not None else [z for z in map(_zone, profile.zones) if z is not None]
 
 
 def _days_around(at: datetime, zone: ZoneInfo) -> list[date]:

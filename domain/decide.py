@@ -13,7 +13,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from domain.case import NOTICE_BLOCKED, SECOND_PASS, CaseState, Deferral
 from domain.compliance import check_contact, validation_period_ends
 from domain.stages import Channel, Stage
-from domain.strategy import StageConfig, Strategy
+from domain.strategy import StageConfig, Strategy, Treatment
 
 MISSED_CALL_OUTCOMES = ("no_answer", "left_message")
 
@@ -131,7 +131,7 @@ def decide(case: CaseState, strategy: Strategy, now: datetime) -> Step:
         for index, treatment in enumerate(config.treatments):
             staff = config.visit.staff if config.visit is not None else None
             for offset in treatment.at:
-                key = f"{index}:{treatment.channel.value}:{int(offset.total_seconds())}"
+                key = treatment_key(index, treatment, offset)
                 if key in case.done:
                     continue
                 if clock >= offset:
@@ -160,6 +160,11 @@ def decide(case: CaseState, strategy: Strategy, now: datetime) -> Step:
         return Wait(None, "waiting for an operator" if not case.paused else f"paused ({case.pause_reason})")
     until, reason = min(wakes)
     return Wait(until, reason)
+
+
+def treatment_key(index: int, treatment: Treatment, offset: timedelta) -> str:
+    """Which treatment of its stage a contact is (``index:channel:seconds``), so it runs once."""
+    return f"{index}:{treatment.channel.value}:{int(offset.total_seconds())}"
 
 
 def _arrangement_step(case: CaseState, strategy: Strategy, now: datetime,
@@ -264,7 +269,7 @@ def still_owed(case: CaseState, strategy: Strategy, now: datetime) -> tuple[date
         if profile.purpose_of(treatment.template, treatment.channel) != "legal_notice":
             continue
         for offset in treatment.at:
-            key = f"{index}:{treatment.channel.value}:{int(offset.total_seconds())}"
+            key = treatment_key(index, treatment, offset)
             name = f"the {treatment.template or treatment.channel.value}"
             if key not in case.done:
                 owed.append((None, f"{name} (not sent yet)"))

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from domain.case import SECOND_PASS, CaseState, Deferral, open_case, tick
 from domain.commands import handle
 from domain.compliance import CALL_RESULTS, NOT_A_CONTACT, Profile, contact_deadline
-from domain.decide import Act, Advance, Block, Defer, Finish, Wait, decide, mark_done
+from domain.decide import Act, Advance, Block, Defer, Finish, Wait, decide, mark_done, treatment_key
 from domain.stages import Stage
 from domain.stages import Channel
 from domain.strategy import Strategy
@@ -266,7 +266,7 @@ class World:
             if self.profile.purpose_of(treatment.template, treatment.channel) != "legal_notice":
                 continue
             for offset in treatment.at:
-                key = f"{index}:{treatment.channel.value}:{int(offset.total_seconds())}"
+                key = treatment_key(index, treatment, offset)
                 fates = [(at, how) for at, how in self.settled.get(key, []) if at >= case.stage_entered_at]
                 assert fates, f"left {case.stage.value} at {now} before {key} went or was blocked"
                 sent = [at for at, how in fates if how == "sent"]

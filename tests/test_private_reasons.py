@@ -167,6 +167,11 @@ async def test_a_hardship_reason_sent_to_a_case_reaches_compliance_and_nobody_el
                         read_page = await http.post(f"/cases/{loan.loan_id}/private-reasons",
                                                     data={"csrf_token": csrf})
                         assert (read_page.status_code == 200) is allowed and (WORDS in read_page.text) is allowed
+                async with browser(desk) as http:  # nobody logged in: refused, and nothing read
+                    anonymous = await http.post(f"/cases/{loan.loan_id}/private-reasons", data={"csrf_token": "x"})
+                    # the workbench sends a browser without a session to log in
+                    assert anonymous.status_code == 303 and anonymous.headers["location"].startswith("/login")
+                    assert WORDS not in anonymous.text
                 log = (await desk.get("c1", f"/api/v1/access-log?loan_id={loan.loan_id}")).json()["entries"]
                 assert [(e["user"], e["via"]) for e in log if e["what"] == "private_reasons"] == [
                     ("c1", "web"), ("c1", "api")]

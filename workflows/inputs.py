@@ -9,7 +9,7 @@ from temporalio.common import RetryPolicy
 
 from activities.models import CaseEventsRequest, CaseFacts
 from domain.case import CaseState
-from domain.compliance import Profile
+from domain.compliance import SECOND_PASS, Profile
 from domain.loan import Loan
 from domain.strategy import Strategy, VisitPlan
 
@@ -45,12 +45,12 @@ FEATURES = (
     "timer-kept",  # a wait interrupted by a command keeps its timer when the next wake is the same
     "work-follows-case",  # work the case ends (a call task withdrawn, a visit cancelled) reaches the
     #                       ledger, which closes its item, before the case waits
-    "compliance-second-pass",  # the moratorium a hold of its own, required treatments never skipped, the
+    SECOND_PASS,  # "compliance-second-pass": the moratorium a hold of its own, required treatments never skipped, the
     #                            validation notice's other routes, contacts checked when they reach the
     #                            borrower (not_after, cancelled in flight, dials counted), private reasons
 )
 # The features the domain itself reads (``CaseState.features``), besides the workflow.
-DOMAIN_FEATURES = ("compliance-second-pass",)
+DOMAIN_FEATURES = (SECOND_PASS,)
 
 
 class CaseInput(BaseModel):
