@@ -20,6 +20,7 @@ COPY activities/ activities/
 COPY infra/ infra/
 COPY ledger/ ledger/
 COPY desk/ desk/
+COPY sync/ sync/
 COPY strategies/ strategies/
 COPY templates/ templates/
 COPY compliance/ compliance/

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench bench-desk clean
+.PHONY: run test bench bench-desk sync-schedule sync-run sync-status clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,17 @@ DESK_CASES ?= 10000
 bench-desk: $(STAMP)
 	$(BIN)/python bench/desk.py --cases $(DESK_CASES)
 	$(BIN)/python bench/portfolio.py
+
+## sync-schedule / sync-run / sync-status: the daily sync from the servicer (ARREARS_SYNC_FOLDER, or
+## ARREARS_SYNC_SQL_URL + ARREARS_SYNC_SQL_QUERY): create or update the schedule, run it now, the files seen
+sync-schedule: $(STAMP)
+	$(BIN)/python -m sync schedule
+
+sync-run: $(STAMP)
+	$(BIN)/python -m sync run
+
+sync-status: $(STAMP)
+	$(BIN)/python -m sync status
 
 clean:
 	rm -rf $(VENV) .data

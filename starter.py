@@ -2,10 +2,12 @@
 
     python starter.py --file examples/portfolio.csv [--strategy NAME]
 
-Idempotent: a loan whose case already exists (running or closed) is not started
-again. Each rejected row is reported with its line number and reason; the valid
-rows still start. Exit 0 when every row was valid, 1 when some were rejected,
-2 when the file or strategy itself is unusable.
+Idempotent: a loan whose case is running, or closed for the same delinquency (the
+date it fell past due, from the row's ``as_of`` and days past due), is not started
+again; a loan whose last case closed for an earlier delinquency starts a new
+episode (domain/episodes.py). Each rejected row is reported with its line number
+and reason; the valid rows still start. Exit 0 when every row was valid, 1 when
+some were rejected, 2 when the file or strategy itself is unusable.
 """
 
 from __future__ import annotations
@@ -17,37 +19,60 @@ import io
 import os
 import sys
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Literal
 
 from temporalio.client import Client, WorkflowHandle
-from temporalio.common import TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from activities.templates import TemplateBook
-from domain.case import open_case
+from domain.episodes import NO_EPISODE, episode_of, same_delinquency
 from domain.errors import Rejected
 from domain.loan import REQUIRED_COLUMNS, Loan
 from domain.strategy import Strategy
 from infra.client import connect
 from infra.compliance import ComplianceError, check_tightening, profile_for, template_problems
+from infra.episodes import last_run, start_episode
 from infra.search_attributes import ensure_search_attributes
 from infra.settings import Settings
 from infra.strategies import StrategyError, load_strategy
-from workflows import search_attributes as sa
-from workflows.inputs import case_workflow_id, new_case
-from workflows.loan_collection import LoanCollectionWorkflow
+from workflows.inputs import CaseInput, case_workflow_id, new_case
+
+# What intake did with a loan: ``started`` its first case; ``new episode``, a new run after its last
+# case closed for another delinquency; nothing, its case ``already running`` or closed for this very
+# delinquency (``already existed``: re-running a file starts nothing twice).
+Admission = Literal["started", "already running", "new episode", "already existed"]
+
+
+@dataclass(frozen=True)
+class Admitted:
+    status: Admission
+    episode: str  # the episode of the run the loan now has ("" for a running case from before episodes)
+    handle: WorkflowHandle  # that run (the closed one, for "already existed")
 
 
 @dataclass
 class IntakeReport:
     started: list[str] = field(default_factory=list)
-    existing: list[str] = field(default_factory=list)
+    new_episode: list[str] = field(default_factory=list)
+    already_running: list[str] = field(default_factory=list)
+    same_delinquency: list[str] = field(default_factory=list)  # closed for this delinquency: not restarted
     rejected: list[tuple[int, str]] = field(default_factory=list)
 
+    @property
+    def already_existed(self) -> list[str]:
+        """Loans whose case exists: running, or closed for the delinquency the row names."""
+        return self.already_running + self.same_delinquency
+
+    def add(self, loan_id: str, status: Admission) -> None:
+        {"started": self.started, "new episode": self.new_episode, "already running": self.already_running,
+         "already existed": self.same_delinquency}[status].append(loan_id)
+
     def summary(self) -> str:
-        return (f"intake: {len(self.started)} started, {len(self.existing)} already existed, "
+        return (f"intake: {len(self.started)} started, {len(self.new_episode)} new episode, "
+                f"{len(self.already_running)} already running, {len(self.already_existed)} already existed, "
                 f"{len(self.rejected)} rejected")
 
 
@@ -105,34 +130,67 @@ async def _attributes_registered(client: Client) -> bool:
         return False
 
 
+def today_utc() -> date:
+    return datetime.now(UTC).date()
+
+
+def case_input(loan: Loan, strategy: Strategy, episode: str) -> CaseInput:
+    """A new case's input for ``loan`` as a run of ``episode``."""
+    return new_case(loan, strategy, profile_for(loan, strategy), episode=episode)
+
+
 async def start_case(client: Client, loan: Loan, strategy: Strategy, task_queue: str, *,
-                     with_attributes: bool = True) -> WorkflowHandle:
-    """Start one loan's case: its whole strategy and compliance profile in the input, its opening
-    search attributes with the start (``with_attributes``: the namespace has them registered)."""
-    now = datetime.now(UTC)
-    return await client.start_workflow(
-        LoanCollectionWorkflow.run, new_case(loan, strategy, profile_for(loan, strategy)),
-        id=case_workflow_id(loan.loan_id), task_queue=task_queue,
-        # One case per loan, ever: re-running an intake file never duplicates a case.
-        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        search_attributes=(sa.opening(open_case(loan, strategy, now), loan, now) if with_attributes
-                           else TypedSearchAttributes.empty),
-        static_summary=f"{loan.product} · grade {loan.risk_grade} · {loan.jurisdiction} · strategy {strategy.name}",
-    )
+                     with_attributes: bool = True, as_of: date | None = None) -> WorkflowHandle:
+    """Start one loan's case, whatever ran before: its whole strategy and compliance profile in the
+    input, its opening search attributes with the start (``with_attributes``: the namespace has
+    them registered). Raises ``WorkflowAlreadyStartedError`` while the loan has a live case."""
+    episode = episode_of(loan.as_of or as_of or today_utc(), loan.days_past_due)
+    return await start_episode(client, case_input(loan, strategy, episode), task_queue, episode=episode,
+                               with_attributes=with_attributes)
+
+
+async def admit(client: Client, loan: Loan, strategy: Strategy, task_queue: str, *, as_of: date,
+                with_attributes: bool = True) -> Admitted:
+    """Give ``loan`` a case for the delinquency its row names (``loan.as_of``, else ``as_of``, less its
+    days past due), unless it has one: a live case is left running; a closed one is left closed when
+    it was about this delinquency, and followed by a new run (a new episode) when not. A closed run
+    from before episodes names none: its delinquency is unknown, so a new episode starts (its ledger
+    rows carry no episode, so nothing of the new one collides with them). Two admissions of a loan at
+    once start it once: the loser finds it already running."""
+    episode = episode_of(loan.as_of or as_of, loan.days_past_due)
+    live = client.get_workflow_handle(case_workflow_id(loan.loan_id))
+    case = case_input(loan, strategy, episode)
+    try:  # most rows of an intake are loans that never had a case: one call
+        handle = await start_episode(client, case, task_queue, episode=episode, with_attributes=with_attributes,
+                                     first=True)
+        return Admitted("started", episode, handle)
+    except WorkflowAlreadyStartedError:
+        pass  # the loan had a case, or has one: which, and about which delinquency?
+    run = await last_run(client, loan.loan_id)
+    if run is not None and run.running:
+        return Admitted("already running", run.episode or NO_EPISODE, live)
+    if run is not None and run.episode is not None and same_delinquency(run.episode, episode):
+        return Admitted("already existed", run.episode,
+                        client.get_workflow_handle(case_workflow_id(loan.loan_id), run_id=run.run_id))
+    try:
+        handle = await start_episode(client, case, task_queue, episode=episode, with_attributes=with_attributes)
+    except WorkflowAlreadyStartedError:  # another starter (the sync, a second intake) was first
+        return Admitted("already running", episode, live)
+    return Admitted("started" if run is None else "new episode", episode, handle)
 
 
 async def start_cases(client: Client, loans: list[tuple[int, Loan]], strategy: Strategy, task_queue: str,
-                      report: IntakeReport, concurrency: int = 32) -> None:
+                      report: IntakeReport, concurrency: int = 32, as_of: date | None = None) -> None:
     gate = asyncio.Semaphore(concurrency)
     with_attributes = await _attributes_registered(client)
+    as_of = as_of or today_utc()
 
     async def start(line: int, loan: Loan) -> None:
         async with gate:
             try:
-                await start_case(client, loan, strategy, task_queue, with_attributes=with_attributes)
-                report.started.append(loan.loan_id)
-            except WorkflowAlreadyStartedError:
-                report.existing.append(loan.loan_id)
+                admitted = await admit(client, loan, strategy, task_queue, as_of=as_of,
+                                       with_attributes=with_attributes)
+                report.add(loan.loan_id, admitted.status)
             except RPCError as err:
                 # One row the server refused does not stop the others.
                 report.rejected.append((line, f"not started: {err.message}"))

@@ -3,8 +3,10 @@
     python worker.py          (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, ARREARS_* select the rest)
 
 One process polls four task queues: the cases' own (``collections``: the case workflows, call
-tasks, visits, hand-offs and the audit trail) and one per channel (``collections-sms``,
-``collections-email``, ``collections-letters``). Each takes only what it can finish at once: its
+tasks, visits, hand-offs and the audit trail, the daily sync's workflow) and one per channel
+(``collections-sms``, ``collections-email``, ``collections-letters``); a fifth, ``collections-sync``
+(the daily sync's one activity, one at a time), when a sync source is configured (sync/): then it
+also creates or updates the schedule ``arrears-daily-sync``. Each takes only what it can finish at once: its
 activity slots, and a ledger pool with a connection for every slot, so no activity waits for a
 connection; letters one per rendering process; SMS and e-mail at most at their provider's rate.
 Work beyond that waits on the server, where no timeout runs, instead of in this process.
@@ -24,6 +26,7 @@ from typing import Any
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 from temporalio.client import Client
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from activities.channels import CollectionActivities, Sender
@@ -41,13 +44,18 @@ from infra.search_attributes import ensure_search_attributes
 from infra.settings import Settings
 from ledger import Ledger, LedgerError
 from ledger.store import safe_url
+from sync.activity import SyncActivities
+from sync.schedule import ensure_schedule
+from sync.settings import SyncSettings
+from sync.workflow import DailySyncWorkflow, sync_queue
 from workflows.field_visit import FieldVisitWorkflow
 from workflows.inputs import channel_queue
 from workflows.loan_collection import LoanCollectionWorkflow
 
 log = structlog.get_logger("arrears.worker")
 
-WORKFLOWS = [LoanCollectionWorkflow, FieldVisitWorkflow]
+# The sync's workflow on every worker (it only waits for its activity, which runs where a source is).
+WORKFLOWS = [LoanCollectionWorkflow, FieldVisitWorkflow, DailySyncWorkflow]
 # Activities that run on a channel's task queue; every other one runs on the cases' queue.
 CHANNEL_OF_ACTIVITY = {"send_sms": "sms", "send_email": "email", "issue_letter": "letter"}
 SHUTDOWN_GRACE = timedelta(seconds=10)
@@ -91,7 +99,8 @@ class Workers:
 
     def __init__(self, client: Client, settings: Settings, task_queue: str,
                  activities: Sequence[Callable[..., Any]], *, letter_slots: int,
-                 workflows: Sequence[type] = WORKFLOWS, **case_options: Any) -> None:
+                 workflows: Sequence[type] = WORKFLOWS, sync: Callable[..., Any] | None = None,
+                 **case_options: Any) -> None:
         self.task_queue = task_queue
         by_channel: dict[str | None, list[Callable[..., Any]]] = {}
         for activity_fn in activities:
@@ -113,6 +122,9 @@ class Workers:
                             max_task_queue_activities_per_second=rates.get(channel),
                             graceful_shutdown_timeout=SHUTDOWN_GRACE)
             for channel, channel_activities in by_channel.items()}
+        # The daily sync's activity (``sync``), one at a time: a whole file with its own concurrency.
+        self.sync = (Worker(client, task_queue=sync_queue(task_queue), activities=[sync], max_concurrent_activities=1,
+                            graceful_shutdown_timeout=SHUTDOWN_GRACE) if sync is not None else None)
         self._running: list[tuple[Worker, asyncio.Task[None]]] = []
         self._stopping = False
         self.failed = asyncio.Event()
@@ -133,8 +145,9 @@ class Workers:
         self.failed.set()
 
     async def start(self) -> None:
-        """Poll the cases' queue and the SMS and e-mail queues."""
-        for worker in [self.cases, *(w for c, w in self.channels.items() if c != "letter")]:
+        """Poll the cases' queue, the SMS and e-mail queues, and the sync's when it has one."""
+        for worker in [self.cases, *(w for c, w in self.channels.items() if c != "letter"),
+                       *([self.sync] if self.sync is not None else [])]:
             self._run(worker)
 
     async def start_letters(self) -> None:
@@ -158,22 +171,38 @@ class Workers:
 
 def build_worker(client: Client, settings: Settings, task_queue: str | None = None,
                  activities: CollectionActivities | Sequence[Callable[..., Any]] | None = None,
-                 **case_options: Any) -> Workers:
+                 sync: SyncActivities | None = None, **case_options: Any) -> Workers:
     """The workers for ``activities`` (default: the settings' real ones); tests pass a list to
-    replace some activities by name, and options such as ``max_cached_workflows``."""
+    replace some activities by name, and options such as ``max_cached_workflows``; ``sync``, the
+    daily sync's activity when a source is configured."""
     activities = activities if activities is not None else build_activities(settings)
     if isinstance(activities, CollectionActivities):
         press, functions = activities.press, activities.all()
     else:
         press, functions = None, list(activities)
     return Workers(client, settings, task_queue or settings.task_queue, functions,
-                   letter_slots=press.slots if press else 1, **case_options)
+                   letter_slots=press.slots if press else 1,
+                   sync=sync.run_daily_sync if sync is not None else None, **case_options)
+
+
+async def _schedule_sync(client: Client, settings: Settings, sync_settings: SyncSettings) -> None:
+    """The daily sync's schedule, as these settings say. A server that refuses it (no rights to
+    schedules) leaves the cases' work running: the error says what to do."""
+    try:
+        done = await ensure_schedule(client, settings, sync_settings)
+    except RPCError as err:
+        log.error("sync schedule not set", error=err.message, fix="python -m sync schedule, with rights to schedules")
+        return
+    log.info("sync schedule ready", schedule="arrears-daily-sync", change=done, source=sync_settings.source,
+             at=f"{sync_settings.at:%H:%M}", timezone=sync_settings.timezone, complete=sync_settings.complete,
+             task_queue=sync_queue(settings.task_queue))
 
 
 async def main() -> None:
     arrears_logging.configure()
     try:
         settings = Settings.from_env()
+        sync_settings = SyncSettings.from_env()
     except ValueError as err:  # names the setting and the reason (never a key)
         log.error("bad setting", error=str(err))
         raise SystemExit(2) from None
@@ -212,7 +241,8 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    workers = build_worker(client, settings, activities=activities)
+    sync = SyncActivities(client, settings, sync_settings, ledger) if sync_settings.configured else None
+    workers = build_worker(client, settings, activities=activities, sync=sync)
     letters: asyncio.Task[None] | None = None
     try:
         log.info("ledger ready", database=safe_url(settings.ledger_url), connections=settings.ledger_connections)
@@ -221,6 +251,8 @@ async def main() -> None:
                  data_dir=str(settings.data_dir), activity_slots=settings.activity_slots,
                  sms_slots=settings.sms_slots, email_slots=settings.email_slots,
                  workflow_slots=settings.workflow_slots, workflow_cache=settings.workflow_cache)
+        if sync is not None:
+            await _schedule_sync(client, settings, sync_settings)
 
         async def take_letters() -> None:
             # Off the start path: the rendering processes open the font (about a second), then

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from email import policy
 from email.message import EmailMessage
 from email.utils import formatdate
 
@@ -40,6 +41,10 @@ from ledger.store import LedgerError, Trail, retain_until
 from workflows.inputs import case_workflow_id
 
 log = structlog.get_logger("arrears.activities")
+
+# Headers are never folded inside a token: an idempotency key (loan, episode, sequence, action) is
+# longer than the 78 columns the default folds at, and a folded key reads back with a space in it.
+EMAIL_POLICY = policy.default.clone(max_line_length=998)
 
 
 @dataclass(frozen=True)
@@ -110,7 +115,7 @@ def _trail(request: CaseEventsRequest | None) -> Trail | None:
     rows = [dict(seq=request.first_seq + n, at=e.at, kind=e.kind, status=e.status, reason=e.reason,
                  actor=e.actor, detail=e.model_dump(mode="json")["detail"], private=dict(e.private))
             for n, e in enumerate(request.events)]
-    return Trail(request.loan_id, request.workflow_id, rows, _keep_until(request.jurisdiction))
+    return Trail(request.loan_id, request.workflow_id, rows, _keep_until(request.jurisdiction), request.episode)
 
 
 def _distinct(names: list[str]) -> list[str]:
@@ -174,7 +179,7 @@ class CollectionActivities:
         key, loan = request.idempotency_key, request.loan
         attempt = await ledger.claim(key, loan_id=loan.loan_id, jurisdiction=loan.jurisdiction, channel=channel,
                                      template=request.template, retain_until=_keep_until(loan.jurisdiction),
-                                     trail=_trail(request.trail))
+                                     trail=_trail(request.trail), episode=request.episode)
         if attempt.state == "sent":
             self._logged(f"{channel}_already_sent", key, loan, False, template=request.template)
             return ContactReceipt(idempotency_key=key, channel=channel, message_id=attempt.provider_message_id or "",
@@ -243,7 +248,7 @@ class CollectionActivities:
                                      _values(request.loan, request.facts, self.sender, self.templates,
                                              channel="email", today=as_of.date()))
         message_id = _message_id(request.idempotency_key)
-        message = EmailMessage()
+        message = EmailMessage(policy=EMAIL_POLICY)
         message["From"] = self.sender.email_from
         message["To"] = request.loan.email
         message["Subject"] = text.subject or f"{self.sender.lender}: your account"
@@ -306,7 +311,7 @@ class CollectionActivities:
                                            payload=payload, assigned_to=assigned_to,
                                            retain_until=_keep_until(request.loan.jurisdiction),
                                            trail=_trail(request.trail), item_id=item_id,
-                                           case_ref=case_ref, due_at=due_at)
+                                           case_ref=case_ref, due_at=due_at, episode=request.episode)
         kept = await self.outbox.keep(f"queues/{queue}", request.idempotency_key, ".json",
                                       json.dumps(payload, ensure_ascii=False, indent=2).encode())
         self._logged("work_item_queued", request.idempotency_key, request.loan, created, queue=queue)
@@ -362,7 +367,7 @@ class CollectionActivities:
         visit_id = activity.info().workflow_id
         item = await self._queue("visits", WorkItemRequest(idempotency_key=request.idempotency_key,
                                                            loan=request.loan, facts=request.facts,
-                                                           trail=request.trail),
+                                                           trail=request.trail, episode=request.episode),
                                  assigned_to=",".join(agents), case_ref=visit_id, due_at=request.scheduled_for,
                                  visit_id=visit_id, address=request.loan.address,
                                  timezone=request.loan.timezone, agents=agents, attempt=request.attempt,
@@ -382,7 +387,8 @@ class CollectionActivities:
         if trail is None:
             return 0
         ledger = await self._ledger()
-        return await ledger.record_events(trail.loan_id, trail.workflow_id, trail.events, trail.retain_until)
+        return await ledger.record_events(trail.loan_id, trail.workflow_id, trail.events, trail.retain_until,
+                                          episode=trail.episode)
 
     @activity.defn(name="resolve_compliance_profile")
     async def resolve_compliance_profile(self, request: ProfileRequest) -> Profile:

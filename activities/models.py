@@ -37,6 +37,8 @@ class CaseEventsRequest(BaseModel):
     workflow_id: str
     first_seq: int
     events: list[CaseEvent]
+    # The case's episode (domain/episodes.py), "" for a case from before episodes: the ledger's rows carry it.
+    episode: str = ""
 
 
 class ContactRequest(BaseModel):
@@ -51,6 +53,8 @@ class ContactRequest(BaseModel):
     # the activity refuses for good (``ContactWindowPassed``) and the case defers the contact again.
     # None: no window applies (a letter, a case from before).
     not_after: datetime | None = None
+    # The case's episode (domain/episodes.py), "" for a case from before episodes: the ledger's rows carry it.
+    episode: str = ""
 
 
 class ContactReceipt(BaseModel):
@@ -72,6 +76,8 @@ class WorkItemRequest(BaseModel):
     # A call task: when the agent may dial, in UTC (the borrower's contact hours today, within caps).
     callable_from: datetime | None = None
     callable_until: datetime | None = None
+    # The case's episode (domain/episodes.py), "" for a case from before episodes: the ledger's rows carry it.
+    episode: str = ""
 
 
 class WorkItem(BaseModel):
@@ -89,6 +95,8 @@ class VisitRequest(BaseModel):
     scheduled_for: datetime
     report_due: datetime
     trail: CaseEventsRequest | None = None  # the case's events, riding along with the first plan
+    # The case's episode (domain/episodes.py), "" for a case from before episodes: the ledger's rows carry it.
+    episode: str = ""
 
 
 class VisitPlanned(BaseModel):

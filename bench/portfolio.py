@@ -156,7 +156,7 @@ async def appends(ledger: Ledger, n: int) -> dict[str, float]:
                 for e in events(loan, 3 * (done // 50))]
         async with ledger._write() as connection:  # the ledger's own write transaction, as record_events
             await connection.execute(ledger._insert(case_events).values(rows).on_conflict_do_nothing(
-                index_elements=["loan_id", "seq"]).returning(case_events.c.seq))
+                index_elements=["loan_id", "episode", "seq"]).returning(case_events.c.seq))
         done += 1
 
     done = 0

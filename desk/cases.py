@@ -30,6 +30,7 @@ from domain.command_base import AmountText
 from domain.commands import COMMANDS
 from domain.loan import Loan
 from domain.strategy import Strategy
+from infra.episodes import ReversalRefused, reverse_payment
 from infra.strategies import load_strategy
 from ledger import Ledger
 from ledger.schema import work_items
@@ -40,6 +41,8 @@ M = TypeVar("M", bound=BaseModel)
 # Outcomes of a work item a person reports, and the command each becomes.
 REPORTS = {"calls": "call_outcome", "visits": "field_visit_report"}
 PAYMENTS_AT_ONCE = 8
+# Commands that reach a closed case: a reversed payment reopens the case it had cured (a new episode).
+REOPENS = frozenset({"payment_reversed"})
 
 
 class Refused(Exception):
@@ -237,6 +240,12 @@ class CaseDesk:
         refusal = self.policy.refuses_values(identity, command, values)
         if refusal is not None:
             raise Refused(403, refusal)
+        if command in REOPENS:
+            return await self._reverse(identity, loan_id, values)
+        if self._blind(identity):
+            if command == "payment_received":  # recorded by reference in the desk's book, then sent
+                raise Refused(403, f"role {identity.role} posts payments to POST /api/v1/payments")
+            return Done(200, _receipt(loan_id, command, await self._send(loan_id, command, values)))
         state = await self._open(identity, loan_id)
         if state.get("outcome"):
             raise Refused(409, f"the case is closed ({state['outcome']})")
@@ -246,6 +255,26 @@ class CaseDesk:
             proposal = {k: v for k, v in values.items() if k not in identity_fields(command)}
             return await self._needs_approval(identity, loan_id, command, proposal, beyond, justification,
                                               state["strategy"])
+
+    def _blind(self, identity: Identity) -> bool:
+        """A bank system (the payments system, the servicer) sends the commands its role allows to
+        cases it does not read: its answer is a receipt, never the case's status (free text in its events)."""
+        return self.policy.role(identity).cases == "none"
+
+    async def _reverse(self, identity: Identity, loan_id: str, values: dict[str, Any]) -> Done:
+        """``payment_reversed``: to the live case, or, when the payment had cured the case and it has
+        closed, a new episode of it (infra/episodes.py). So unlike other commands it reaches closed cases."""
+        if not self._blind(identity):
+            await self._open(identity, loan_id)
+        payload = {k: v for k, v in values.items() if k != "by"}
+        try:
+            status = await reverse_payment(self.client, loan_id, payload, identity.name)
+        except ReversalRefused as err:
+            raise Refused(404 if err.missing else 422, err.reason, err.field) from None
+        except (WorkflowUpdateFailedError, RPCError) as err:
+            raise _update_refusal(err, loan_id) from None
+        return Done(200, _receipt(loan_id, "payment_reversed", status) if self._blind(identity)
+                    else {"status": status})
 
     def _stamp(self, identity: Identity, command: str, payload: dict[str, Any]) -> dict[str, Any]:
         stamped = {**payload, "by": identity.name}
@@ -268,18 +297,8 @@ class CaseDesk:
             return await self._handle(loan_id).execute_update(
                 command, payload, id=update_id or f"desk-{uuid.uuid4().hex}", result_type=dict,
                 rpc_timeout=RPC_TIMEOUT)
-        except WorkflowUpdateFailedError as err:
-            cause = err.cause
-            if isinstance(cause, ApplicationError):
-                field, reason = (cause.details + ("", ""))[:2] if len(cause.details) >= 2 else ("", cause.message)
-                if cause.type == "BeyondLimit":
-                    share, _, limit = (list(cause.details[2:5]) + [None, None, None])[:3]
-                    raise _BeyondLimit(str(field), str(reason), share, limit) from None
-                status = 409 if str(reason).startswith("the case is closed") else 422
-                raise Refused(status, str(reason), str(field)) from None
-            raise Refused(422, str(cause or err)) from None
-        except RPCError as err:
-            raise _rpc_refusal(err, loan_id) from None
+        except (WorkflowUpdateFailedError, RPCError) as err:
+            raise _update_refusal(err, loan_id) from None
 
     async def _needs_approval(self, identity: Identity, loan_id: str, command: str, payload: dict[str, Any],
                               beyond: "_BeyondLimit", justification: str | None, strategy: str) -> Done:
@@ -514,9 +533,34 @@ class _BeyondLimit(Exception):
         self.limit = str(limit) if limit is not None else None
 
 
+def _update_refusal(err: WorkflowUpdateFailedError | RPCError, loan_id: str) -> "Refused | _BeyondLimit":
+    """What the caller is told when the case refused an update (the field and the reason it gave) or
+    Temporal did not deliver it."""
+    if isinstance(err, RPCError):
+        return _rpc_refusal(err, loan_id)
+    cause = err.cause
+    if isinstance(cause, ApplicationError):
+        field, reason = (cause.details + ("", ""))[:2] if len(cause.details) >= 2 else ("", cause.message)
+        if cause.type == "BeyondLimit":
+            share, _, limit = (list(cause.details[2:5]) + [None, None, None])[:3]
+            return _BeyondLimit(str(field), str(reason), share, limit)
+        status = 409 if str(reason).startswith("the case is closed") else 422
+        return Refused(status, str(reason), str(field))
+    return Refused(422, str(cause or err))
+
+
+def _receipt(loan_id: str, command: str, status: dict[str, Any]) -> dict[str, Any]:
+    """What a system that reads no case hears back: how the case took its command (accepted, or a
+    duplicate of one it had), and the episode (run) that took it."""
+    taken = next((e for e in reversed(status.get("events") or []) if e.get("kind") == command), None)
+    return {"loan_id": loan_id, "command": command, "result": taken["status"] if taken else "accepted",
+            "episode": status.get("episode"), "outcome": status.get("outcome")}
+
+
 def _rpc_refusal(err: RPCError, loan_id: str) -> Refused:
     if err.status == RPCStatusCode.NOT_FOUND:
-        if "completed" in err.message or "closed" in err.message:
+        # Closed, or closing as the command arrived ("workflow update was aborted by closing workflow").
+        if "completed" in err.message or "closed" in err.message or "closing" in err.message:
             return Refused(409, f"the case for loan {loan_id} is closed")
         return Refused(404, f"no case for loan {loan_id}", "loan_id")
     if err.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.UNAVAILABLE):

@@ -9,6 +9,7 @@ rights, no payload keys).
     arrears send LOAN promise_to_pay amount=450.00 due_date=2026-12-04
     arrears approvals | arrears approve ID | arrears reject ID --reason "too generous"
     arrears payments FILE.csv                      loan_id,reference,amount,currency[,paid_at]
+    arrears reverse LOAN REFERENCE --reason "returned unpaid"   reopens a case the payment cured
 
 Exit 0 on success, 1 when the desk refused (its reason on stderr), 2 when it could not be asked.
 """
@@ -178,6 +179,25 @@ def send(loan_id: str, command: str,
 
 
 @app.command()
+def reverse(loan_id: str, reference: str,
+            reason: str = typer.Option(..., "--reason", help="why the payment came back, e.g. \"returned unpaid\""),
+            token: Optional[str] = Token, url: Optional[str] = Url, as_json: bool = AsJson) -> None:
+    """A payment came back: it no longer counts, and a case it cured is reopened as a new episode."""
+    answer = Desk(url, token).call("POST", f"/api/v1/cases/{loan_id}/payment_reversed",
+                                   {"reference": reference, "reason": reason})
+    _show(answer, as_json)
+    if as_json:
+        return
+    status = answer.get("status")
+    if status is not None:
+        episode = f" · episode {status['episode']}" if status.get("episode") else ""
+        typer.echo((_case_line(status) if "stage" in status else f"{loan_id}: reopened") + episode)
+    else:  # a system that reads no case gets a receipt
+        typer.echo(f"{answer['loan_id']}: payment_reversed {answer['result']}"
+                   + (f" · episode {answer['episode']}" if answer.get("episode") else ""))
+
+
+@app.command()
 def approvals(state: str = typer.Option("pending"), token: Optional[str] = Token, url: Optional[str] = Url,
               as_json: bool = AsJson) -> None:
     """Approvals (pending by default): what each gives up, why, and who proposed it."""
@@ -228,14 +248,22 @@ def main(argv: list[str] | None = None) -> int:
         code = app(args=argv, prog_name="arrears", standalone_mode=False)
     except typer.Exit as done:
         return done.exit_code
-    except Exception as err:  # click's usage errors
-        import click
-
-        if isinstance(err, click.ClickException):
-            err.show()
-            return 2
-        raise
+    except _usage_errors() as err:  # a missing argument, an unknown option
+        err.show()
+        return 2
     return code if isinstance(code, int) else 0
+
+
+def _usage_errors() -> tuple[type[Exception], ...]:
+    """Click's usage errors, and those of the copy of click that typer carries inside since 0.2x."""
+    import click
+
+    kinds: list[type[Exception]] = [click.ClickException]
+    try:
+        from typer._click.exceptions import ClickException
+    except ImportError:  # a typer that uses click itself
+        return tuple(kinds)
+    return (*kinds, ClickException)
 
 
 if __name__ == "__main__":

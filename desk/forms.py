@@ -27,6 +27,8 @@ OUTCOME_CHOICES = {"call_outcome": CALL_OUTCOMES, "field_visit_report": VISIT_OU
 FIRST = ("promise_to_pay", "call_outcome", "field_visit_report", "propose_arrangement", "hardship", "dispute",
          "hold", "release", "escalate")
 INSTALMENT_LINE = re.compile(r"[\s;]+")
+# Amounts whose names do not say so (the servicer's figures of ``loan_update``).
+AMOUNTS = ("outstanding", "fees")
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,7 @@ def _form_field(command: str, name: str, info: FieldInfo) -> FormField:
         return FormField(name, "date", required)
     if first is datetime:
         return FormField(name, "datetime", required)
-    if "amount" in name or "waiver" in name:
+    if "amount" in name or "waiver" in name or name in AMOUNTS:
         return FormField(name, "amount", required)
     if first is int:
         return FormField(name, "number", required, minimum=next((m.ge for m in info.metadata if hasattr(m, "ge")), None),

@@ -31,7 +31,7 @@ from starlette.datastructures import FormData
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from desk.api import SESSION_COOKIE
-from desk.cases import REPORTS, CaseDesk, Refused
+from desk.cases import REOPENS, REPORTS, CaseDesk, Refused
 from desk.forms import CommandForm, command_forms, form_body
 from desk.i18n import COOKIE, LANGUAGES, Translate, language, translator
 from desk.policy import Identity, Role
@@ -320,7 +320,9 @@ def add_workbench(app: FastAPI, desk: CaseDesk) -> None:
         reasons = await desk.private_reasons(page.identity, loan_id, via="web") if private else None
         trail = await desk.ledger.events(loan_id)
         attempts = await desk.ledger.attempts(loan_id)
-        forms = command_forms(page.role.commands, failed)
+        # A closed case takes no commands, but a case a payment cured is reopened if that payment comes back.
+        forms = command_forms(page.role.commands if not case.get("outcome") else
+                              page.role.commands & REOPENS if case["outcome"] == "cured" else set(), failed)
         query = page.request.query_params
         flash = None
         if query.get("sent") in page.role.commands:

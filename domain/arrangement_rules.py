@@ -52,6 +52,7 @@ def judge(case: CaseState, strategy: Strategy, now: datetime) -> None:
         else:
             instalment.state = "missed"
             arrangement.end("broken")
+            arrangement.ended_at = now
             case.arrangements_broken += 1
             case.release_hold("arrangement", now)
             case.record(now, "arrangement_broken", "info", arrangement_kind=arrangement.kind,
@@ -115,3 +116,52 @@ def _complete_if_paid(case: CaseState, now: datetime) -> None:
         case.outstanding = max(Decimal(0), case.outstanding - waived)
     if case.amount_past_due == 0:
         case.close(Outcome.CURED, f"{arrangement.kind} arrangement completed", now)
+
+
+def paid_in_time(case: CaseState, amount: Decimal, value_date: datetime, strategy: Strategy,
+                 now: datetime) -> Decimal:
+    """A payment valued by an instalment's deadline but posted after it was judged (within the posting
+    lag): the instalment was met after all. A late one's shortfall comes back from the next instalment;
+    a plan the missed one broke is in force again once that instalment is paid. Nothing is judged
+    twice: only what the judging got wrong for want of the posting is set right. Returns what is left
+    of the payment for the plan's open instalments."""
+    arrangement, grace = case.arrangement, strategy.arrangements.grace
+    if arrangement is None or amount <= 0:
+        return amount
+    if arrangement.state == "active":
+        for index, instalment in enumerate(arrangement.schedule):
+            if instalment.state != "late" or value_date > arrangement.deadline(instalment, grace) or amount <= 0:
+                continue
+            take = min(amount, instalment.carried_forward)
+            following = next((i for i in arrangement.schedule[index + 1:] if i.state in ("pending", "late", "paid")),
+                             None)
+            if following is None or take <= 0:
+                continue
+            instalment.carried_forward -= take
+            instalment.paid += take
+            following.amount -= take
+            amount -= take
+            if following.paid > following.amount:  # the next one was paid with what is now this one's
+                amount += following.paid - following.amount
+                following.paid = following.amount
+            if instalment.carried_forward == 0:
+                instalment.state = "paid"
+                arrangement.late_count = max(0, arrangement.late_count - 1)
+            case.record(now, "instalment_paid_in_time", "info", due_date=instalment.due_date.isoformat(),
+                        paid=str(take), reason="valued by its deadline, posted after it was judged late")
+        return amount
+    missed = next((i for i in arrangement.schedule if i.state == "missed"), None)
+    if (arrangement.state != "broken" or missed is None or arrangement.ended_at is None
+            or value_date > arrangement.deadline(missed, grace) or amount < missed.remaining
+            or case.outcome is not None):
+        return amount
+    arrangement.state, arrangement.ended_at = "active", None
+    for instalment in arrangement.schedule:
+        if instalment.state in ("missed", "cancelled"):
+            instalment.state = "pending"
+    case.arrangements_broken -= 1
+    case.hold_for("arrangement", f"{arrangement.kind} arrangement", now)
+    case.record(now, "arrangement_reinstated", "info", arrangement_kind=arrangement.kind,
+                due_date=missed.due_date.isoformat(),
+                reason="the missed instalment was paid by its deadline and posted after the plan was judged broken")
+    return amount

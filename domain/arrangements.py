@@ -47,6 +47,7 @@ class Arrangement(BaseModel):
     # Since when a hardship, dispute or operator hold has suspended the plan; when the last such
     # hold ends, the remaining schedule moves on by as many days (a payment holiday).
     suspended_since: datetime | None = None
+    ended_at: datetime | None = None  # when it completed, broke or was cancelled (the case follows the loan)
 
     @property
     def open(self) -> list[Instalment]:
@@ -88,6 +89,23 @@ class Arrangement(BaseModel):
                 if instalment.remaining == 0 and instalment.state == "pending":
                     instalment.state = "paid"
         return amount
+
+    def deallocate(self, amount: Decimal) -> list[str]:
+        """Take back a reversed payment from the instalments it paid, newest first; return the due
+        dates of instalments open again (judged anew at their deadline, or at once if it has passed)."""
+        reopened: list[str] = []
+        for instalment in reversed(self.schedule):
+            if amount <= 0:
+                break
+            if instalment.paid <= 0 or instalment.state in ("missed", "cancelled"):
+                continue
+            taken = min(amount, instalment.paid)
+            instalment.paid -= taken
+            amount -= taken
+            if instalment.state == "paid" and instalment.remaining > 0:
+                instalment.state = "pending"
+                reopened.append(instalment.due_date.isoformat())
+        return sorted(reopened)
 
     @property
     def fully_paid(self) -> bool:

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from domain import arrangement_rules
 from domain.arrangements import Arrangement
 from domain.compliance import CALL_RESULTS, SECOND_PASS, ContactAttempt, Profile, remember
+from domain.episodes import FOLLOWS_LOAN, Reopening, key_prefix
 from domain.loan import Loan
 from domain.stages import Channel, Outcome, Stage
 from domain.strategy import Strategy
@@ -64,6 +65,24 @@ class PromiseToPay(BaseModel):
     paid: Decimal = Decimal(0)
     state: Literal["pending", "kept", "broken"] = "pending"
     reminded: bool = False
+    # Since when a hardship, dispute or operator hold has kept the promise from being judged: when the
+    # last such hold ends, the deadline moves on by the time held (a hold never breaks a promise).
+    suspended_since: datetime | None = None
+    broken_at: datetime | None = None
+
+
+class Payment(BaseModel):
+    """A payment the case applied: its value date decides what it met, a reversal undoes it."""
+
+    reference: str
+    amount: Decimal
+    paid_at: datetime  # the value date (the day the money moved), as the payments system says
+    posted_at: datetime  # when the case heard of it
+    to_arrears: Decimal  # how much of it went to the past-due amount
+    to_outstanding: Decimal
+    toward_promise: bool = False  # counted toward the promise pending then
+    to_instalments: Decimal = Decimal(0)  # allocated to the arrangement's instalments
+    reversed: bool = False
 
 
 class CallTask(BaseModel):
@@ -169,6 +188,14 @@ class CaseState(BaseModel):
     reminders_sent: int = 0
     # Routes of the validation notice that failed for good (a letter that could not be rendered).
     notice_failed: list[Channel] = []
+    # -- the case follows the loan (empty / None on a case from before) --
+    # The delinquency episode this run collects (domain/episodes.py); "" on a case from before episodes.
+    episode: str = ""
+    # The first day past due, as the servicer last said it (None: counted from the DPD at intake).
+    overdue_since: date | None = None
+    loan_as_of: date | None = None  # the servicer's last figures applied (loan_update) were as of this day
+    fees: Decimal | None = None  # fees and charges the servicer reports on the loan
+    payments: list[Payment] = []
 
     # -- reading -------------------------------------------------------------
     @property
@@ -219,18 +246,34 @@ class CaseState(BaseModel):
         return self.clock_used + running
 
     def days_past_due(self, now: datetime) -> int:
-        """Days past due advance with calendar time until the arrears are cleared."""
+        """Days past due advance with calendar time until the arrears are cleared (the servicer's
+        figure, once a ``loan_update`` gave one, counts on from its day)."""
         if self.amount_past_due == 0:
             return 0
-        return self.dpd_at_intake + max(0, (now.date() - self.intake_at.date()).days)
+        return max(0, (now.date() - self.first_day_past_due).days)
+
+    @property
+    def first_day_past_due(self) -> date:
+        if self.overdue_since is not None:
+            return self.overdue_since
+        return self.intake_at.date() - timedelta(days=self.dpd_at_intake)
 
     # -- changing ------------------------------------------------------------
     def record(self, now: datetime, kind: str, status: str, reason: str | None = None, **detail: Any) -> None:
         self.events.append(CaseEvent(at=now, kind=kind, status=status, reason=reason, detail=detail))
         if len(self.events) > MAX_EVENTS:
             overflow = len(self.events) - MAX_EVENTS
+            if self.uses(FOLLOWS_LOAN):
+                # Only what the ledger holds already is let go; the case writes the ledger before it
+                # does anything else once that many wait (workflows/loan_collection.py).
+                overflow = min(overflow, max(0, self.ledger_seq - self.events_dropped))
             del self.events[:overflow]
             self.events_dropped += overflow
+
+    @property
+    def ledger_behind(self) -> int:
+        """How many events the ledger does not hold yet."""
+        return self.total_events - max(self.ledger_seq, self.events_dropped)
 
     def apply_compliance(self, profile: Profile, timezone_name: str, vulnerable: bool, now: datetime) -> None:
         self.compliance, self.timezone, self.vulnerable = profile, timezone_name, self.vulnerable or vulnerable
@@ -300,12 +343,38 @@ class CaseState(BaseModel):
         self.sync_clock(now)
         if hold.kind in SUSPENDING_HOLDS:
             arrangement_rules.suspend(self, now)
+            promise = self.promise
+            if (self.uses(FOLLOWS_LOAN) and promise is not None and promise.state == "pending"
+                    and promise.suspended_since is None):
+                promise.suspended_since = now
 
     def release_hold(self, kind: HoldKind, now: datetime) -> None:
         self.holds = [h for h in self.holds if h.kind != kind]
         self.sync_clock(now)
         if not self.commitments_suspended:
             arrangement_rules.resume(self, now)
+            self._resume_promise(now)
+
+    def _resume_promise(self, now: datetime) -> None:
+        """The last hold that kept a promise from being judged ended: its deadline moves on by the time held."""
+        promise = self.promise
+        if promise is None or promise.suspended_since is None:
+            return
+        held, promise.suspended_since = now - promise.suspended_since, None
+        if promise.state != "pending" or held <= timedelta(0):
+            return
+        promise.deadline += held
+        hold = self.hold("promise")
+        if hold is not None:
+            self.holds = [h for h in self.holds if h.kind != "promise"] + [hold.model_copy(update={"until": promise.deadline})]
+        self.record(now, "promise_rescheduled", "info", deadline=promise.deadline.isoformat(),
+                    held_seconds=int(held.total_seconds()),
+                    reason="the promise fell due on hold; it is judged the time held later")
+
+    @property
+    def promise_suspended(self) -> bool:
+        """A pending promise a hold keeps from being judged."""
+        return self.promise is not None and self.promise.suspended_since is not None and self.commitments_suspended
 
     @property
     def arrangement_active(self) -> bool:
@@ -321,7 +390,7 @@ class CaseState(BaseModel):
         Not the run id: that changes at continue-as-new, the sequence does not.
         """
         self.seq += 1
-        return f"{self.loan_id}/{self.seq:05d}/{stage.value}/{action}"
+        return f"{key_prefix(self.loan_id, self.episode)}/{self.seq:05d}/{stage.value}/{action}"
 
     def enter_stage(self, stage: Stage, now: datetime, why: str) -> None:
         while stage in self.skip and stage.following() is not None:
@@ -412,7 +481,7 @@ NOTICE_BLOCKED = ("the validation notice could not be delivered: no demand until
 
 
 def open_case(loan: Loan, strategy: Strategy, now: datetime, profile: Profile | None = None,
-              features: Collection[str] = ()) -> CaseState:
+              features: Collection[str] = (), episode: str = "") -> CaseState:
     stage, skip = strategy.entry(loan)
     case = CaseState(
         loan_id=loan.loan_id, currency=loan.currency, stage=stage, stage_entered_at=now,
@@ -420,6 +489,11 @@ def open_case(loan: Loan, strategy: Strategy, now: datetime, profile: Profile | 
         amount_past_due=loan.amount_past_due, outstanding=loan.outstanding_amount,
     )
     case.features = sorted(features)
+    case.episode = episode
+    if loan.as_of is not None and FOLLOWS_LOAN in case.features:
+        # The servicer's figures were as of that day: days past due count from it, not from intake.
+        case.loan_as_of = loan.as_of
+        case.overdue_since = loan.as_of - timedelta(days=loan.days_past_due)
     case.esign_consent = loan.esign_consent
     case.sync_clock(now)
     # What the case book (ledger/book.py) needs of the loan, besides the stage and DPD: never
@@ -428,7 +502,7 @@ def open_case(loan: Loan, strategy: Strategy, now: datetime, profile: Profile | 
                 days_past_due=loan.days_past_due, skip=[s.value for s in sorted(skip)],
                 currency=loan.currency, amount_past_due=str(loan.amount_past_due),
                 outstanding=str(loan.outstanding_amount), risk_grade=loan.risk_grade, product=loan.product,
-                jurisdiction=loan.jurisdiction)
+                jurisdiction=loan.jurisdiction, episode=episode or None)
     if profile is not None:
         case.apply_compliance(profile, loan.timezone, loan.vulnerable, now)
     return case
@@ -446,8 +520,9 @@ def tick(case: CaseState, strategy: Strategy, now: datetime) -> None:
             else:
                 case.record(now, f"{hold.kind}_ended", "info", reason="hold period over")
     promise = case.promise
-    if promise is not None and promise.state == "pending" and now >= promise.deadline:
-        promise.state = "broken"
+    if (promise is not None and promise.state == "pending" and now >= promise.deadline
+            and not case.promise_suspended):
+        promise.state, promise.broken_at = "broken", now
         case.promises_broken += 1
         case.release_hold("promise", now)
         case.record(now, "promise_broken", "info", amount=str(promise.amount), paid=str(promise.paid),
@@ -456,6 +531,8 @@ def tick(case: CaseState, strategy: Strategy, now: datetime) -> None:
             case.exit_requested = f"{case.promises_broken} broken promises"
     arrangement_rules.judge(case, strategy, now)
     _forget_reminders_of_what_ended(case, now)
+    if case.uses(FOLLOWS_LOAN) and case.outcome is None and case.amount_past_due > 0:
+        cure_if_paid(case, strategy, now, "only a residual is past due")  # as intake or a plan left it
 
 
 def _forget_reminders_of_what_ended(case: CaseState, now: datetime) -> None:
@@ -477,6 +554,41 @@ def _forget_reminders_of_what_ended(case: CaseState, now: datetime) -> None:
     case.drop_deferred(now, "the arrangement or its instalment ended", only=stale)
 
 
+def cure_if_paid(case: CaseState, strategy: Strategy, now: datetime, why: str) -> bool:
+    """Close the case cured when nothing past due is left, or only a residual below the strategy's
+    tolerance for its currency (a cent left over never reaches litigation)."""
+    if case.outcome is not None or case.arrangement_active:
+        return False
+    tolerance = strategy.payments.tolerance(case.currency)
+    if case.amount_past_due == 0:
+        case.close(Outcome.CURED, why, now)
+    elif case.amount_past_due < tolerance:
+        case.close(Outcome.CURED, f"{why}; the residual {case.amount_past_due} {case.currency} is below the "
+                                  f"tolerance of {tolerance} {case.currency}", now)
+    else:
+        return False
+    return True
+
+
 def promise_deadline(due_date: date, grace: timedelta) -> datetime:
     """End of the due date (UTC) plus grace."""
     return datetime(due_date.year, due_date.month, due_date.day, tzinfo=timezone.utc) + timedelta(days=1) + grace
+
+
+def reopen(case: CaseState, reopening: Reopening, now: datetime) -> None:
+    """Record on a new episode's case why it runs: the payment that cured the last one came back."""
+    case.record(now, "case_reopened", "info", reason="a payment that cured the case was reversed",
+                from_episode=reopening.from_episode, from_run_id=reopening.from_run_id,
+                reference=reopening.reference)
+    case.record(now, "payment_reversed", "accepted", reference=reopening.reference, reason=reopening.reason,
+                amount=str(reopening.amount), amount_past_due=str(case.amount_past_due),
+                outstanding=str(case.outstanding))
+    if reopening.by:
+        for event in case.events[-2:]:
+            event.actor = reopening.by
+    # The reversed payment is this case's too, as reversed: the same reversal again is a duplicate, the
+    # same reference sent again as a payment is not applied twice, and a later reopening sees it reversed.
+    case.payments.append(Payment(reference=reopening.reference, amount=reopening.amount, paid_at=now, posted_at=now,
+                                 to_arrears=Decimal(0), to_outstanding=Decimal(0), reversed=True))
+    if reopening.reference not in case.payment_refs:
+        case.payment_refs.append(reopening.reference)

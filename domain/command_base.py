@@ -46,6 +46,8 @@ class Command(BaseModel):
     # Fields a person writes freely (a reason, a note): possibly health or family data, kept in the
     # ledger only (``CaseEvent.private``).
     PRIVATE: ClassVar[tuple[str, ...]] = ("reason", "note")
+    # Tighter bounds for a list field than the commands' own (domain/commands.py): (items, characters each).
+    LIMITS: ClassVar[dict[str, tuple[int, int]]] = {}
 
     def private_fields(self) -> tuple[str, ...]:
         return tuple(name for name in self.PRIVATE if name in type(self).model_fields)

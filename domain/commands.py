@@ -8,14 +8,19 @@ is refused before it touches history), the signal handler calls it and then
 
 from __future__ import annotations
 
+import json
 from datetime import date, datetime, time, timedelta, timezone
+from decimal import Decimal
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from domain import arrangement_rules
 from domain.arrangement_commands import ProposeArrangement
-from domain.case import SECOND_PASS, BreathingSpaceKind, CaseState, Hold, PromiseToPay, promise_deadline, tick
+from domain.case import (
+    SECOND_PASS, BreathingSpaceKind, CaseState, Hold, Payment, PromiseToPay, cure_if_paid, promise_deadline, tick,
+)
+from domain.episodes import FOLLOWS_LOAN
 from domain.compliance import dial_breaches
 from domain.command_base import AmountText, Command, Name, Text
 from domain.errors import Rejected
@@ -43,10 +48,22 @@ class PaymentReceived(Command):
     name = "payment_received"
     amount: AmountText
     reference: str = Name
+    # The value date: when the money moved (the payments system's word). It decides what the payment
+    # met; the case hears of it when it is posted, up to the strategy's posting lag later.
     paid_at: datetime | None = None
+    PRIVATE: ClassVar[tuple[str, ...]] = ()
+
+    @field_validator("paid_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        return value if value is None or value.tzinfo else value.replace(tzinfo=timezone.utc)
 
     def check(self, case, strategy, now):
         parse_amount(self.amount, case.currency, "amount")
+        if self.paid_at is None or not case.uses(FOLLOWS_LOAN):
+            return
+        if self.paid_at > now + CLOCK_SKEW:
+            raise Rejected("paid_at", f"{self.paid_at.isoformat()} is in the future")
 
     def apply(self, case, strategy, now):
         if self.reference in case.payment_refs:
@@ -60,22 +77,173 @@ class PaymentReceived(Command):
         case.amount_past_due -= to_arrears
         excess = amount - min(amount, case.outstanding)
         case.outstanding -= amount - excess
+        follows = case.uses(FOLLOWS_LOAN)
+        value_date, note = now, None
+        if self.paid_at is not None and follows:
+            # A value date further back than the posting lag is not believed for what the payment met
+            # (a promise judged long ago stays judged); the money counts all the same.
+            earliest = now - strategy.payments.posting_lag
+            value_date = min(max(self.paid_at, earliest), now)
+            if self.paid_at < earliest:
+                note = (f"paid_at {self.paid_at:%Y-%m-%d} is more than the posting lag "
+                        f"({strategy.payments.posting_lag.days} days) before it was posted; valued at {earliest:%Y-%m-%d}")
+        payment = Payment(reference=self.reference, amount=amount, paid_at=value_date, posted_at=now,
+                          to_arrears=to_arrears, to_outstanding=amount - excess)
+        if follows:
+            case.payments.append(payment)
         case.record(now, self.name, "accepted", reference=self.reference, amount=str(amount),
                     amount_past_due=str(case.amount_past_due), outstanding=str(case.outstanding),
-                    excess=str(excess) if excess else None)
+                    excess=str(excess) if excess else None,
+                    paid_at=value_date.isoformat() if self.paid_at is not None and follows else None, note=note)
+        to_plan = amount
+        if follows and value_date < now - CLOCK_SKEW and case.arrangement is not None:
+            to_plan = arrangement_rules.paid_in_time(case, amount, value_date, strategy, now)
         if case.arrangement_active:
-            arrangement_rules.pay(case, amount, strategy, now)
+            before = case.arrangement.amount_remaining  # type: ignore[union-attr]
+            arrangement_rules.pay(case, to_plan, strategy, now)
+            payment.to_instalments = before - (case.arrangement.amount_remaining  # type: ignore[union-attr]
+                                               if case.arrangement_active else Decimal(0))
             return  # while an arrangement runs, it decides how the case ends
         promise = case.promise
         if promise is not None and promise.state == "pending":
             promise.paid += amount
+            payment.toward_promise = True
             if promise.paid >= promise.amount:
                 promise.state = "kept"
                 case.promises_kept += 1
                 case.release_hold("promise", now)
                 case.record(now, "promise_kept", "info", amount=str(promise.amount), paid=str(promise.paid))
-        if case.amount_past_due == 0:
+        elif (follows and promise is not None and promise.state == "broken" and promise.broken_at is not None
+              and value_date <= promise.deadline):
+            # Paid in time, posted after the promise was judged: it was kept after all.
+            promise.paid += amount
+            payment.toward_promise = True
+            if promise.paid >= promise.amount:
+                _kept_after_all(case, promise, now)
+        if follows:
+            cure_if_paid(case, strategy, now, "past-due amount paid")
+        elif case.amount_past_due == 0:
             case.close(Outcome.CURED, "past-due amount paid", now)
+
+
+def _kept_after_all(case: CaseState, promise: PromiseToPay, now: datetime) -> None:
+    promise.state = "kept"
+    case.promises_broken -= 1
+    case.promises_kept += 1
+    if case.exit_requested == f"{case.promises_broken + 1} broken promises":
+        case.exit_requested = None  # the broken promise it counted was not broken
+    case.record(now, "promise_kept", "info", amount=str(promise.amount), paid=str(promise.paid),
+                reason="paid by its deadline, posted after it was judged (within the posting lag)")
+
+
+class PaymentReversed(Command):
+    """A payment the case applied came back (a bounced direct debit, a chargeback): it no longer counts.
+    A promise it kept is broken again, an instalment it paid is open again. (A case it cured has closed:
+    the client reopens it as a new episode, infra/episodes.py.)"""
+
+    name = "payment_reversed"
+    reference: str = Name
+    reason: str = Text
+    PRIVATE: ClassVar[tuple[str, ...]] = ()  # the bank's reason (returned unpaid), not a person's words
+
+    def check(self, case, strategy, now):
+        if not case.uses(FOLLOWS_LOAN):
+            raise Rejected("", "this case began before payments could be reversed")
+        if not any(p.reference == self.reference for p in case.payments):
+            raise Rejected("reference", f"no payment {self.reference!r} was applied to this case")
+
+    def apply(self, case, strategy, now):
+        payment = next(p for p in case.payments if p.reference == self.reference)
+        if payment.reversed:
+            case.record(now, self.name, "duplicate", reason=f"payment {self.reference} was reversed already",
+                        reference=self.reference)
+            return
+        payment.reversed = True
+        case.paid_total -= payment.amount
+        case.amount_past_due += payment.to_arrears
+        case.outstanding += payment.to_outstanding
+        case.record(now, self.name, "accepted", **self.audit(), amount=str(payment.amount),
+                    amount_past_due=str(case.amount_past_due), outstanding=str(case.outstanding))
+        if payment.to_instalments and case.arrangement is not None:
+            reopened = case.arrangement.deallocate(payment.to_instalments)
+            if reopened:
+                case.record(now, "instalment_reopened", "info", due_dates=reopened, reference=self.reference)
+        promise = case.promise
+        if payment.toward_promise and promise is not None:
+            promise.paid = max(Decimal(0), promise.paid - payment.amount)
+            if promise.state == "kept" and promise.paid < promise.amount:
+                promise.state, promise.broken_at = "broken", now
+                case.promises_kept -= 1
+                case.promises_broken += 1
+                case.record(now, "promise_broken", "info", amount=str(promise.amount), paid=str(promise.paid),
+                            due_date=promise.due_date.isoformat(), broken_total=case.promises_broken,
+                            reason=f"the payment that kept it ({self.reference}) was reversed")
+                if case.promises_broken % strategy.promise.broken_to_escalate == 0 and case.stage.following():
+                    case.exit_requested = f"{case.promises_broken} broken promises"
+
+
+class LoanUpdate(Command):
+    """The loan as the servicing system sees it today: its figures win over the case's own arithmetic,
+    days past due included. Payments the case heard of valued after ``as_of`` are not in them yet and
+    count on top. Nothing past due (``current``, or a residual below the tolerance) cures the case."""
+
+    name = "loan_update"
+    as_of: date
+    amount_past_due: AmountText | None = None
+    outstanding: AmountText | None = None
+    days_past_due: int | None = Field(default=None, ge=0, le=100_000)
+    fees: AmountText | None = None
+    current: bool = False
+    reason: str | None = Field(default=None, max_length=500)
+    PRIVATE: ClassVar[tuple[str, ...]] = ()  # the servicer's words
+
+    def check(self, case, strategy, now):
+        if not case.uses(FOLLOWS_LOAN):
+            raise Rejected("", "this case began before it followed the servicer's figures")
+        if self.as_of > (now + timedelta(days=1)).date():
+            raise Rejected("as_of", f"{self.as_of} is in the future")
+        if case.loan_as_of is not None and self.as_of < case.loan_as_of:
+            raise Rejected("as_of", f"{self.as_of} is older than the figures applied already (as of {case.loan_as_of})")
+        if not self.current:
+            for field in ("amount_past_due", "outstanding", "days_past_due"):
+                if getattr(self, field) is None:
+                    raise Rejected(field, "is required unless current is true")
+        past_due, outstanding, fees = self._amounts(case)
+        if outstanding is not None and past_due > outstanding:
+            raise Rejected("amount_past_due", "is larger than outstanding")
+        if past_due > 0 and not self.days_past_due:
+            raise Rejected("days_past_due", "must be at least 1 while an amount is past due")
+
+    def _amounts(self, case: CaseState) -> tuple[Decimal, Decimal | None, Decimal | None]:
+        def amount(field: str) -> Decimal | None:
+            value = getattr(self, field)
+            return None if value is None else parse_amount(value, case.currency, field, allow_zero=True)
+        past_due = Decimal(0) if self.current else amount("amount_past_due")
+        return past_due or Decimal(0), amount("outstanding"), amount("fees")
+
+    def apply(self, case, strategy, now):
+        if case.loan_as_of == self.as_of:
+            case.record(now, self.name, "duplicate", reason=f"the figures as of {self.as_of} were applied already",
+                        as_of=self.as_of.isoformat())
+            return
+        past_due, outstanding, fees = self._amounts(case)
+        # Payments the servicer's figures of ``as_of`` do not hold yet (valued after its end).
+        end_of_day = datetime.combine(self.as_of + timedelta(days=1), time.min, tzinfo=timezone.utc)
+        later = sum((p.amount for p in case.payments if not p.reversed and p.paid_at >= end_of_day), Decimal(0))
+        before = (str(case.amount_past_due), case.days_past_due(now))
+        case.loan_as_of = self.as_of
+        case.amount_past_due = max(Decimal(0), past_due - later).quantize(case.amount_past_due)
+        if outstanding is not None:
+            case.outstanding = max(Decimal(0), outstanding - later).quantize(case.outstanding)
+        if fees is not None:
+            case.fees = fees
+        dpd = 0 if self.current else self.days_past_due or 0
+        case.overdue_since = self.as_of - timedelta(days=dpd) if dpd else None
+        case.record(now, self.name, "accepted", **self.audit(), previous_amount_past_due=before[0],
+                    previous_days_past_due=before[1], days_past_due_now=case.days_past_due(now),
+                    later_payments=str(later) if later else None)
+        why = self.reason or f"the servicer reports nothing past due as of {self.as_of}"
+        cure_if_paid(case, strategy, now, why)
 
 
 class PromiseToPayCommand(Command):
@@ -110,6 +278,8 @@ class PromiseToPayCommand(Command):
                                     agent=self.agent, channel=self.channel)
         case.put_on_hold(Hold(kind="promise", reason=f"promise to pay by {self.due_date}", since=now,
                               until=deadline), now)
+        if case.uses(FOLLOWS_LOAN) and case.commitments_suspended:
+            case.promise.suspended_since = now  # made on hold: judged the time held after it ends
         case.record(now, self.name, "accepted", **self.audit())
 
 
@@ -388,6 +558,7 @@ class FieldVisitReport(Command):
     outcome: str
     note: str | None = Field(default=None, max_length=500)
     agents: list[str] | None = None
+    LIMITS: ClassVar[dict[str, tuple[int, int]]] = {"agents": (4, 64)}  # (names, characters each)
     # The visit reported on (its work item's case_ref); without it, the visit in progress.
     visit_id: str | None = Field(default=None, max_length=200)
 
@@ -511,8 +682,39 @@ COMMANDS: dict[str, type[Command]] = {
     for cls in (PaymentReceived, PromiseToPayCommand, HardshipReported, HardshipResolved, DisputeRaised,
                 DisputeResolved, CeaseContact, CallOutcome, FieldVisitReport, ProposeArrangement, Escalate,
                 OperatorHold, Release, Close, Assign, Vulnerability, BreathingSpace, BreathingSpaceEnded,
-                NoticeDelivered)
+                NoticeDelivered, PaymentReversed, LoanUpdate)
 }
+
+
+# What one command may carry (from the case-follows-loan feature on): a case lives for years on its
+# history, and one oversized or endless payload must not end it. Per command, ``Command.LIMITS`` may
+# bound a list tighter (a visit's agents).
+MAX_PAYLOAD_BYTES = 16 * 1024
+MAX_TEXT = 1000
+MAX_LIST = 100
+
+
+def _bounded(cls: type[Command], payload: dict[str, Any]) -> None:
+    """Refuse a payload past its bounds, naming the field and the limit."""
+    size = len(json.dumps(payload, default=str, ensure_ascii=False).encode())
+    if size > MAX_PAYLOAD_BYTES:
+        raise Rejected("", f"the payload is {size} bytes; a command carries at most {MAX_PAYLOAD_BYTES} bytes")
+
+    def walk(value: Any, field: str, items: int, text: int) -> None:
+        if isinstance(value, str) and len(value) > text:
+            raise Rejected(field, f"is {len(value)} characters; at most {text}")
+        if isinstance(value, list):
+            if len(value) > items:
+                raise Rejected(field, f"names {len(value)} items; at most {items}")
+            for n, item in enumerate(value):
+                walk(item, f"{field}.{n}", MAX_LIST, text)
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, f"{field}.{key}" if field else str(key), MAX_LIST, MAX_TEXT)
+
+    for key, value in payload.items():
+        items, text = cls.LIMITS.get(str(key), (MAX_LIST, MAX_TEXT))
+        walk(value, str(key), items, text)
 
 
 def parse(name: str, payload: Any, case: CaseState, strategy: Strategy, now: datetime) -> Command:
@@ -526,6 +728,8 @@ def parse(name: str, payload: Any, case: CaseState, strategy: Strategy, now: dat
         payload = {}
     if not isinstance(payload, dict):
         raise Rejected("", f"the payload must be a JSON object, not {type(payload).__name__}")
+    if case.uses(FOLLOWS_LOAN):
+        _bounded(cls, payload)
     try:
         command = cls.model_validate(payload)
     except ValidationError as err:

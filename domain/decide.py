@@ -84,7 +84,8 @@ def decide(case: CaseState, strategy: Strategy, now: datetime) -> Step:
         return Finish()
     following = case.stage.following()
     config = strategy.stages[case.stage]
-    wakes: list[tuple[datetime, str]] = [(h.until, f"{h.kind} hold ends") for h in case.holds if h.until]
+    wakes: list[tuple[datetime, str]] = [(h.until, f"{h.kind} hold ends") for h in case.holds
+                                         if h.until and not (h.kind == "promise" and case.promise_suspended)]
 
     promise = case.promise
     if promise is not None and promise.state == "pending":
@@ -102,7 +103,8 @@ def decide(case: CaseState, strategy: Strategy, now: datetime) -> Step:
                     return step
             else:
                 wakes.append((remind_at, "promise reminder"))
-        wakes.append((promise.deadline, "promise due"))
+        if not case.promise_suspended:  # on hold it is judged when the hold ends, not at its deadline
+            wakes.append((promise.deadline, "promise due"))
 
     arrangement = case.arrangement
     if arrangement is not None and arrangement.state == "active":
@@ -203,7 +205,7 @@ def _midnight(day: date) -> datetime:
 
 def _dpd_reached(case: CaseState, dpd: int) -> datetime:
     """The moment (UTC midnight) the case's days past due reach ``dpd``."""
-    return _midnight(case.intake_at.date() + timedelta(days=dpd - case.dpd_at_intake))
+    return _midnight(case.first_day_past_due + timedelta(days=dpd))
 
 
 def _stage_end(case: CaseState, config: StageConfig, now: datetime, clock: timedelta) -> tuple[datetime, str] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -43,10 +44,19 @@ class Loan(BaseModel):
     # The borrower agreed to receive notices electronically (optional `esign_consent` column: yes/no,
     # E-SIGN Act): a notice owed in writing may then go by e-mail, e.g. where letters are ceased.
     esign_consent: bool = False
+    # The day the servicer's figures are as of (optional `as_of` column, YYYY-MM-DD; absent: the day of
+    # intake). With the days past due it names the delinquency episode (domain/episodes.py).
+    as_of: date | None = None
+
+    @property
+    def is_current(self) -> bool:
+        """The servicer reports nothing past due (a daily file's row for a loan that is current again)."""
+        return self.days_past_due == 0 or self.amount_past_due == 0
 
     @classmethod
-    def from_row(cls, row: dict[str, Any]) -> "Loan":
-        """Validate one intake row; raises :class:`Rejected` naming the first bad field."""
+    def from_row(cls, row: dict[str, Any], *, current_ok: bool = False) -> "Loan":
+        """Validate one intake row; raises :class:`Rejected` naming the first bad field. With
+        ``current_ok`` (the servicer's daily file) a loan with nothing past due is a valid row too."""
         clean = {key.strip(): (value or "").strip() for key, value in row.items() if key}
         for column in REQUIRED_COLUMNS:
             if not clean.get(column):
@@ -62,15 +72,15 @@ class Loan(BaseModel):
         if jurisdiction not in JURISDICTIONS:
             raise Rejected("jurisdiction", f"{clean['jurisdiction']!r} is not one of {', '.join(JURISDICTIONS)}")
         currency = validate_currency(clean["currency"])
-        outstanding = parse_amount(clean["outstanding_amount"], currency, "outstanding_amount")
-        past_due = parse_amount(clean["amount_past_due"], currency, "amount_past_due")
+        outstanding = parse_amount(clean["outstanding_amount"], currency, "outstanding_amount", allow_zero=current_ok)
+        past_due = parse_amount(clean["amount_past_due"], currency, "amount_past_due", allow_zero=current_ok)
         if past_due > outstanding:
             raise Rejected("amount_past_due", "is larger than outstanding_amount")
         try:
             dpd = int(clean["days_past_due"])
         except ValueError:
             raise Rejected("days_past_due", f"{clean['days_past_due']!r} is not a whole number") from None
-        if dpd < 1:
+        if dpd < 0 or (dpd < 1 and not current_ok):
             raise Rejected("days_past_due", "must be at least 1 for a delinquent loan")
         grade = clean["risk_grade"].upper()
         if grade not in RISK_GRADES:
@@ -82,6 +92,12 @@ class Loan(BaseModel):
             raise Rejected("phone", "is not a phone number (7 to 15 digits, optional leading +)")
         vulnerable = _yes_or_no(clean, "vulnerable")
         esign_consent = _yes_or_no(clean, "esign_consent")
+        as_of = None
+        if clean.get("as_of"):
+            try:
+                as_of = date.fromisoformat(clean["as_of"])
+            except ValueError:
+                raise Rejected("as_of", f"{clean['as_of']!r} is not a date (YYYY-MM-DD)") from None
         # Extra columns are allowed and dropped: whatever they hold (national ids, notes) never
         # reaches workflow history.
         return cls(
@@ -89,7 +105,7 @@ class Loan(BaseModel):
             email=clean["email"], address=clean["address"], timezone=clean["timezone"],
             jurisdiction=jurisdiction, currency=currency, outstanding_amount=outstanding,
             amount_past_due=past_due, days_past_due=dpd, product=clean["product"].lower(),
-            risk_grade=grade, vulnerable=vulnerable, esign_consent=esign_consent,
+            risk_grade=grade, vulnerable=vulnerable, esign_consent=esign_consent, as_of=as_of,
         )
 
 

@@ -23,6 +23,9 @@ def status(case: CaseState, strategy: Strategy, now: datetime) -> dict[str, Any]
         # A query sees the case as of its last workflow task; every figure below is as of this time.
         "as_of": now.isoformat(),
         "loan_id": case.loan_id,
+        # The delinquency episode this run collects ("" for a case from before episodes).
+        "episode": case.episode,
+        "delinquent_since": case.first_day_past_due.isoformat(),
         "strategy": strategy.name,
         "stage": case.stage.value,
         "stage_entered_at": case.stage_entered_at.isoformat(),
@@ -35,6 +38,10 @@ def status(case: CaseState, strategy: Strategy, now: datetime) -> dict[str, Any]
         "amount_past_due": str(case.amount_past_due),
         "outstanding": str(case.outstanding),
         "paid_total": str(case.paid_total),
+        "fees": str(case.fees) if case.fees is not None else None,
+        "servicer_as_of": case.loan_as_of.isoformat() if case.loan_as_of else None,
+        "payments": [{"reference": p.reference, "amount": str(p.amount), "paid_at": p.paid_at.isoformat(),
+                      "posted_at": p.posted_at.isoformat(), "reversed": p.reversed} for p in case.payments],
         "promise": promise,
         "promises_kept": case.promises_kept,
         "promises_broken": case.promises_broken,

@@ -117,6 +117,21 @@ class Segment(_Model):
         return True
 
 
+class PaymentPolicy(_Model):
+    """How the case reads payments and the servicer's figures."""
+
+    # A payment is posted at most this long after its value date (``paid_at``): a promise or an
+    # instalment a payment valued in time met is kept, even when the payment is posted after it was judged.
+    posting_lag: Duration = timedelta(days=5)
+    # A past-due residual below this, per currency (in the currency's unit), does not escalate: the case
+    # cures. Currencies not named use ``default_tolerance``.
+    residual_tolerance: dict[str, Decimal] = {}
+    default_tolerance: Decimal = Field(default=Decimal("1.00"), ge=0)
+
+    def tolerance(self, currency: str) -> Decimal:
+        return self.residual_tolerance.get(currency, self.default_tolerance)
+
+
 class PromisePolicy(_Model):
     horizon: Duration = timedelta(days=14)
     # A promise must cover at least this share of the past-due amount, so a stream of token
@@ -158,6 +173,7 @@ class Strategy(_Model):
     # supervisors' bucket filters stay right without a daily wake-up.
     dpd_buckets: list[int] = [31, 61, 91, 121, 151, 181, 361]
     promise: PromisePolicy = PromisePolicy()
+    payments: PaymentPolicy = PaymentPolicy()
     arrangements: ArrangementPolicy = ArrangementPolicy()
     segments: list[Segment] = []
     stages: dict[Stage, StageConfig]

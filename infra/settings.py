@@ -152,8 +152,9 @@ class Settings:
 
     @property
     def ledger_connections(self) -> int:
-        """The worker's ledger pool: one connection per activity slot, so none ever waits for one."""
-        return self.activity_slots + self.sms_slots + self.email_slots + max(1, self.letter_processes)
+        """The worker's ledger pool: one connection per activity slot, so none ever waits for one (the
+        daily sync's one activity included)."""
+        return self.activity_slots + self.sms_slots + self.email_slots + max(1, self.letter_processes) + 1
 
     @property
     def strategies_dir(self) -> Path:

@@ -7,6 +7,10 @@ order and only those past the row's ``last_seq``: a retried activity or a replay
 events the ledger holds already, changes nothing. What the events never said (a case opened before
 its ``case_opened`` carried the loan's grade, product, jurisdiction, currency and amounts) stays
 "unknown", or NULL for an amount or a date, until a later event says it.
+
+A loan's row is where the loan stands now: its latest episode's case (domain/episodes.py). The
+events of a newer episode than the row's start it afresh (from :func:`blank`); an older episode's
+late events leave it as it is (the trail keeps them) and only keep the loan as long as they say.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from domain.episodes import base_date
 from domain.money import minor_units
 from ledger.schema import case_book
 
@@ -45,11 +50,11 @@ _TAKEN = ("accepted", "info")
 Insert = Callable[[Any], Any]  # the dialect's INSERT (it has on_conflict_do_nothing)
 
 
-def blank(loan_id: str, workflow_id: str) -> dict[str, Any]:
-    """The row of a case whose events the book has not seen yet."""
-    return dict(loan_id=loan_id, workflow_id=workflow_id, stage=UNKNOWN, stage_entered_at=None, currency=UNKNOWN,
-                amount_past_due_milli=None, outstanding_milli=None, risk_grade=UNKNOWN, product=UNKNOWN,
-                jurisdiction=UNKNOWN, assigned_agent=None, dpd_at_intake=None, intake_at=None, overdue_since=None,
+def blank(loan_id: str, workflow_id: str, episode: str = "") -> dict[str, Any]:
+    """The row of a case (of ``episode``) whose events the book has not seen yet."""
+    return dict(loan_id=loan_id, episode=episode, workflow_id=workflow_id, stage=UNKNOWN, stage_entered_at=None,
+                currency=UNKNOWN, amount_past_due_milli=None, outstanding_milli=None, risk_grade=UNKNOWN,
+                product=UNKNOWN, jurisdiction=UNKNOWN, assigned_agent=None, dpd_at_intake=None, intake_at=None, overdue_since=None,
                 paused=False, holds="", promise_due_date=None, promise_state=None, arrangement_kind=None,
                 arrangement_state=None, outcome=None, closed_at=None, last_seq=-1, last_event_at=None)
 
@@ -95,24 +100,48 @@ def fold_all(row: dict[str, Any], events: Iterable[dict[str, Any]]) -> dict[str,
     return row
 
 
+def episode_order(episode: str) -> tuple[int, date, int, str]:
+    """How a loan's episodes follow each other: by their delinquency date, then their number (".2"
+    before ".10"); a case from before episodes ("") first. A name the engine never gives (no date)
+    comes after that and before any dated one, so that every two names still compare."""
+    if not episode:
+        return (0, date.min, 0, episode)
+    try:
+        day = base_date(episode)
+    except ValueError:
+        return (1, date.min, 0, episode)
+    _, _, tail = episode.partition(".")
+    return (2, day or date.min, int(tail) if tail.isdigit() else 1, episode)
+
+
 async def keep(connection: AsyncConnection, insert: Insert, loan_id: str, workflow_id: str,
-               events: list[dict[str, Any]], retain_until: date, now: datetime) -> None:
-    """Bring the case's book row up to date with ``events``, newly appended in this transaction.
+               events: list[dict[str, Any]], retain_until: date, now: datetime, episode: str = "") -> None:
+    """Bring the loan's book row up to date with ``events`` of ``episode``, newly appended in this
+    transaction: the row's own episode's, or a newer one's (the row starts afresh); an older
+    episode's change nothing but how long the loan is kept.
 
     The row is read FOR UPDATE (PostgreSQL): two transactions appending the same case's events take
     turns here, and the second folds only what the first did not."""
     current = await _locked(connection, loan_id)
     if current is None:
-        row = fold_all(blank(loan_id, workflow_id), events)
+        row = fold_all(blank(loan_id, workflow_id, episode), events)
         created = await connection.execute(insert(case_book).values(
             **row, updated_at=now, retain_until=retain_until).on_conflict_do_nothing(index_elements=["loan_id"]))
         if created.rowcount == 1:
             return
         current = await _locked(connection, loan_id)  # another transaction created it meanwhile
         assert current is not None
-    row = fold_all(current, events)
-    if row["last_seq"] == current["last_seq"]:
+    if current["episode"] != episode and episode_order(episode) < episode_order(current["episode"]):
+        if retain_until > current["retain_until"]:
+            await connection.execute(update(case_book).where(case_book.c.loan_id == loan_id)
+                                     .values(retain_until=retain_until))
         return
+    if current["episode"] != episode:
+        row = fold_all(blank(loan_id, workflow_id, episode), events)
+    else:
+        row = fold_all(current, events)
+        if row["last_seq"] == current["last_seq"]:
+            return
     changes = {key: value for key, value in row.items() if key != "loan_id"}
     changes.update(workflow_id=workflow_id, updated_at=now, retain_until=max(retain_until, current["retain_until"]))
     await connection.execute(update(case_book).where(case_book.c.loan_id == loan_id).values(**changes))

@@ -12,6 +12,15 @@ metadata = MetaData(naming_convention={
     "pk": "pk_%(table_name)s",
 })
 
+
+def _episode() -> Column:
+    """The delinquency episode a row belongs to (domain/episodes.py: the date the loan became
+    delinquent, ``2026-11-26``, or ``2026-11-26.2`` for a case reopened on it); "" for a case from
+    before episodes. One loan's episodes are separate cases: each numbers its events from the start
+    and keys its effects with its episode, so a second one sends and records afresh."""
+    return Column("episode", String(32), nullable=False, server_default="")
+
+
 # One row per effect on the world (a text, an e-mail, a letter, a validation notice), claimed
 # under its idempotency key *before* the provider is called: the unique key is what makes a retry,
 # a worker crash or a replay find the earlier attempt instead of contacting the borrower again.
@@ -20,6 +29,7 @@ contact_attempts = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("idempotency_key", String(200), nullable=False, unique=True),
     Column("loan_id", String(64), nullable=False, index=True),
+    _episode(),
     Column("jurisdiction", String(8), nullable=False),
     Column("channel", String(16), nullable=False),
     Column("template", String(64)),
@@ -37,12 +47,14 @@ contact_attempts = Table(
 
 # The append-only audit trail: every event of a case as the workflow recorded it (commands with
 # who sent them and their payload, verdicts allow/defer/block with reasons, stage changes,
-# payments, promises, arrangements). ``seq`` is the event's position in the case, so writing the
-# same events twice (a retried activity, a replay) adds nothing.
+# payments, promises, arrangements). ``seq`` is the event's position in the case's episode, so
+# writing the same events twice (a retried activity, a replay) adds nothing, and a loan's next
+# episode, numbered from the start again, is kept beside the first one's.
 case_events = Table(
     "case_events", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("loan_id", String(64), nullable=False),
+    _episode(),
     Column("seq", Integer, nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
     Column("kind", String(64), nullable=False),
@@ -57,20 +69,21 @@ case_events = Table(
     # naming the fields, their text encrypted with the payload keys (ledger/private.py). Never in
     # ``reason`` or ``detail``.
     Column("private", Text),
-    UniqueConstraint("loan_id", "seq", name="uq_case_events_loan_id_seq"),
+    UniqueConstraint("loan_id", "episode", "seq", name="uq_case_events_loan_id_episode_seq"),
 )
 
 # Work for people: call tasks for agents, field visits, hand-offs to legal, supervisor flags.
 # Agents pull open items and report outcomes, which become call_outcome / field_visit_report signals.
 # The case's own events close them (a withdrawn or expired call task, a cancelled or completed visit,
-# the case closing), in the transaction that appends those events: a queue shows only work the case
-# still wants.
+# the case closing), in the transaction that appends those events, and only that episode's items: a
+# queue shows only work the case still wants.
 work_items = Table(
     "work_items", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("item_key", String(200), nullable=False, unique=True),
     Column("item_id", String(200), nullable=False, unique=True),  # the public id: the key, safe in a URL
     Column("loan_id", String(64), nullable=False, index=True),
+    _episode(),
     Column("workflow_id", String(200), nullable=False),
     Column("queue", String(32), nullable=False),
     Column("case_ref", String(200)),  # what the case calls it: a call task's task_id, a visit's visit_id
@@ -89,17 +102,20 @@ work_items = Table(
 
 TABLES = (contact_attempts, case_events, work_items)
 
-# Where every case stands now, one row per loan: a projection of ``case_events`` (``ledger/book.py``)
-# kept in the transaction that appends them, so the portfolio reads 10k cases in a few GROUP BYs
-# instead of listing Temporal histories. Amounts are integer thousandths of the currency unit: sums
-# stay exact on SQLite too (its NUMERIC is a float), and three decimals hold every currency the
-# engine accepts. What a case's events never said (a case opened before they said it) is "unknown"
-# (text) or NULL (amounts, dates). Not in TABLES: a row holds no personal data, only the standing.
+# Where every loan stands now, one row per loan (its latest episode's case): a projection of
+# ``case_events`` (``ledger/book.py``) kept in the transaction that appends them, so the portfolio
+# reads 10k cases in a few GROUP BYs instead of listing Temporal histories. Amounts are integer
+# thousandths of the currency unit: sums stay exact on SQLite too (its NUMERIC is a float), and three
+# decimals hold every currency the engine accepts. What a case's events never said (a case opened
+# before they said it) is "unknown" (text) or NULL (amounts, dates). Not in TABLES: a row holds no
+# personal data, only the standing.
 # Its ``retain_until`` is the loan's: the date of its newest activity's (events, contacts, work) plus
 # the records rule, which every row of the loan is kept until at least (ledger/retention.py).
 case_book = Table(
     "case_book", metadata,
     Column("loan_id", String(64), primary_key=True),
+    # The episode the row is of: a newer one's events start the row afresh, an older one's leave it.
+    _episode(),
     Column("workflow_id", String(200), nullable=False),
     Column("stage", String(16), nullable=False),
     Column("stage_entered_at", DateTime(timezone=True)),

@@ -98,12 +98,15 @@ class Attempt:
 @dataclass(frozen=True)
 class Trail:
     """Events of one case to append to the audit trail (each a dict with its ``seq``, and with what
-    a person wrote that may be health or family data in its ``private``, sealed by the ledger)."""
+    a person wrote that may be health or family data in its ``private``, sealed by the ledger).
+    ``episode`` is the case's (domain/episodes.py; "" for a case from before episodes): each episode
+    of a loan numbers its events from the start."""
 
     loan_id: str
     workflow_id: str
     events: list[dict[str, Any]]
     retain_until: date
+    episode: str = ""
 
 
 def _now() -> datetime:
@@ -186,12 +189,14 @@ class Ledger:
     # -- contact attempts: exactly once ---------------------------------------------------
     @_to_completion
     async def claim(self, key: str, *, loan_id: str, jurisdiction: str, channel: str, template: str | None,
-                    retain_until: date, trail: Trail | None = None) -> Attempt:
+                    retain_until: date, trail: Trail | None = None, episode: str = "") -> Attempt:
         """Claim ``key`` before touching the world. A key seen before returns its earlier attempt:
         "sent" (do nothing again, here is the receipt) or "sending"/"failed" (another try). The
-        case's ``trail``, riding along, is appended in the same transaction."""
-        values = dict(idempotency_key=key, loan_id=loan_id, jurisdiction=jurisdiction, channel=channel,
-                      template=template, state="sending", tries=1, created_at=_now(), retain_until=retain_until)
+        case's ``trail``, riding along, is appended in the same transaction; ``episode`` is the
+        case's (its keys name it: a second episode claims afresh)."""
+        values = dict(idempotency_key=key, loan_id=loan_id, episode=episode, jurisdiction=jurisdiction,
+                      channel=channel, template=template, state="sending", tries=1, created_at=_now(),
+                      retain_until=retain_until)
         async with self._write() as connection:
             await self._append_keeping(connection, trail, loan_id, retain_until)
             inserted = await connection.execute(
@@ -201,9 +206,9 @@ class Ledger:
                 return Attempt(key, "sending", 1)
             row = (await connection.execute(
                 select(contact_attempts).where(contact_attempts.c.idempotency_key == key))).one()
-            if row.loan_id != loan_id or row.channel != channel:
-                raise LedgerError(f"idempotency key {key!r} was used for {row.loan_id}/{row.channel}, "
-                                  f"not {loan_id}/{channel}")
+            if (row.loan_id, row.episode, row.channel) != (loan_id, episode, channel):
+                raise LedgerError(f"idempotency key {key!r} was used for {_case(row.loan_id, row.episode)}/"
+                                  f"{row.channel}, not {_case(loan_id, episode)}/{channel}")
             if row.state != "sent":
                 # Another try, counted by the database: never over an attempt completed meanwhile.
                 tries = (await connection.execute(
@@ -250,10 +255,10 @@ class Ledger:
     # -- the audit trail: append only ----------------------------------------------------------
     @_to_completion
     async def record_events(self, loan_id: str, workflow_id: str, events: Iterable[dict[str, Any]],
-                            retain_until: date) -> int:
-        """Append the case's events (each with its ``seq``); ones already there are left alone.
-        Returns how many were new."""
-        trail = Trail(loan_id, workflow_id, list(events), retain_until)
+                            retain_until: date, *, episode: str = "") -> int:
+        """Append the case's events (each with its ``seq`` in the case's ``episode``); ones already
+        there are left alone. Returns how many were new."""
+        trail = Trail(loan_id, workflow_id, list(events), retain_until, episode)
         if not trail.events:
             return 0
         async with self._write() as connection:
@@ -276,38 +281,43 @@ class Ledger:
         # What a case records may quote what an operator sent (an unknown signal's name, a `by`):
         # fitted to the columns and stripped of NUL, which PostgreSQL refuses, so that one bad
         # signal cannot stop the trail.
-        rows = [dict(loan_id=trail.loan_id, workflow_id=trail.workflow_id, seq=e["seq"], at=e["at"],
-                     kind=_fit(e["kind"], 64), status=_fit(e["status"], 16), reason=_clean(e.get("reason")),
-                     actor=_fit(e.get("actor"), 64), detail=_clean(e.get("detail") or {}), recorded_at=recorded,
-                     retain_until=trail.retain_until,
-                     private=private.seal(self.codec, trail.loan_id, e["seq"], _clean(e.get("private"))))
+        rows = [dict(loan_id=trail.loan_id, episode=trail.episode, workflow_id=trail.workflow_id, seq=e["seq"],
+                     at=e["at"], kind=_fit(e["kind"], 64), status=_fit(e["status"], 16),
+                     reason=_clean(e.get("reason")), actor=_fit(e.get("actor"), 64),
+                     detail=_clean(e.get("detail") or {}), recorded_at=recorded, retain_until=trail.retain_until,
+                     private=private.seal(self.codec, trail.loan_id, e["seq"], _clean(e.get("private")),
+                                          trail.episode))
                 for e in trail.events]
         added = await connection.execute(
             self._insert(case_events).values(rows)
-            .on_conflict_do_nothing(index_elements=["loan_id", "seq"]).returning(case_events.c.seq))
+            .on_conflict_do_nothing(index_elements=["loan_id", "episode", "seq"]).returning(case_events.c.seq))
         new = {row.seq for row in added}
         fresh = sorted((r for r in rows if r["seq"] in new), key=lambda r: r["seq"])
         for event_row in fresh:
             closing = work.closing(event_row)
             if closing is not None:
-                await connection.execute(work.close_items(trail.loan_id, trail.workflow_id, closing, recorded))
-            moved = work.reassigned_calls(trail.loan_id, trail.workflow_id, event_row)
+                await connection.execute(work.close_items(trail.loan_id, trail.workflow_id, closing, recorded,
+                                                          trail.episode))
+            moved = work.reassigned_calls(trail.loan_id, trail.workflow_id, event_row, trail.episode)
             if moved is not None:
                 await connection.execute(moved)
         if fresh:
             # The case's standing in the book moves with the same events, in the same transaction.
             await book.keep(connection, self._insert, trail.loan_id, trail.workflow_id, fresh, trail.retain_until,
-                            recorded)
+                            recorded, trail.episode)
         return len(new)
 
     @_to_completion
-    async def events(self, loan_id: str) -> list[dict[str, Any]]:
-        """The case's trail, each event with ``private_fields``: the names of what a person wrote
-        that only :meth:`private_reasons` reads (\"reason\": a reason was given)."""
+    async def events(self, loan_id: str, episode: str | None = None) -> list[dict[str, Any]]:
+        """The loan's trail, episode after episode (a case from before episodes first), or one
+        ``episode``'s; each event with its ``episode`` and ``private_fields``: the names of what a
+        person wrote that only :meth:`private_reasons` reads (\"reason\": a reason was given)."""
+        query = select(case_events).where(case_events.c.loan_id == loan_id)
+        if episode is not None:
+            query = query.where(case_events.c.episode == episode)
         async with self.engine.connect() as connection:
-            result = await connection.execute(
-                select(case_events).where(case_events.c.loan_id == loan_id).order_by(case_events.c.seq))
-            rows = [dict(row._mapping) for row in result]
+            result = await connection.execute(query.order_by(case_events.c.episode, case_events.c.seq))
+            rows = _by_episode([dict(row._mapping) for row in result])
         return [{**{k: v for k, v in row.items() if k != "private"}, "private_fields": private.fields(row["private"])}
                 for row in rows]
 
@@ -316,14 +326,16 @@ class Ledger:
         """The case's events that carry private text, with the text decrypted (``private``), or
         why it cannot be read (``unreadable``: withheld, a key no longer configured, a damaged value).
         For the compliance role only: the desk decides who calls this, and logs it."""
-        query = (select(case_events.c.seq, case_events.c.at, case_events.c.kind, case_events.c.actor,
-                        case_events.c.private)
+        query = (select(case_events.c.episode, case_events.c.seq, case_events.c.at, case_events.c.kind,
+                        case_events.c.actor, case_events.c.private)
                  .where(case_events.c.loan_id == loan_id, case_events.c.private.is_not(None))
-                 .order_by(case_events.c.seq))
+                 .order_by(case_events.c.episode, case_events.c.seq))
         async with self.engine.connect() as connection:
-            rows = (await connection.execute(query)).all()
-        return [{"seq": row.seq, "at": work.utc(row.at), "kind": row.kind, "actor": row.actor,
-                 **private.read_back(self.codec, loan_id, row.seq, row.private)} for row in rows]
+            rows = _by_episode([dict(row._mapping) for row in await connection.execute(query)])
+        return [{"episode": row["episode"], "seq": row["seq"], "at": work.utc(row["at"]), "kind": row["kind"],
+                 "actor": row["actor"],
+                 **private.read_back(self.codec, loan_id, row["seq"], row["private"], row["episode"])}
+                for row in rows]
 
     # -- the case book: where each case stands now -----------------------------------------------
     @_to_completion
@@ -339,14 +351,15 @@ class Ledger:
     async def add_work(self, key: str, *, loan_id: str, workflow_id: str, queue: str, payload: dict[str, Any],
                        assigned_to: str | None, retain_until: date, trail: Trail | None = None,
                        item_id: str | None = None, case_ref: str | None = None, due_at: datetime | None = None,
-                       ) -> tuple[WorkItemRow, bool]:
+                       episode: str = "") -> tuple[WorkItemRow, bool]:
         """Put one item on a queue, once per key (with the case's ``trail``, riding along, in the
         same transaction); returns the item and whether it is new. ``item_id`` is its public id (by
         default the key made safe for a file name or URL), ``case_ref`` what the case calls it (a
         newer item by that name replaces an open one: a visit's next attempt), ``due_at`` when it
-        is due (by default now)."""
+        is due (by default now); ``episode`` the case's (its events close only that episode's items)."""
         now = _now()
-        values = dict(item_key=key, item_id=item_id or _safe_name(key), loan_id=loan_id, workflow_id=workflow_id,
+        values = dict(item_key=key, item_id=item_id or _safe_name(key), loan_id=loan_id, episode=episode,
+                      workflow_id=workflow_id,
                       queue=queue, case_ref=case_ref, state="open", assigned_to=assigned_to, payload=payload,
                       created_at=now, due_at=work.utc(due_at) if due_at is not None else now,
                       retain_until=retain_until)
@@ -466,6 +479,16 @@ def _sqlite_writes_take_turns(engine: AsyncEngine) -> None:
     def _on_begin(connection: Any) -> None:
         write = connection.get_execution_options().get("ledger_write")
         connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def _by_episode(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A loan's rows, fetched in (episode, seq) order, with its episodes in the order they followed
+    each other (".2" before ".10", which text order would not say)."""
+    return sorted(rows, key=lambda row: book.episode_order(row["episode"]))
+
+
+def _case(loan_id: str, episode: str) -> str:
+    return f"{loan_id}/{episode}" if episode else loan_id
 
 
 def _clean(value: Any) -> Any:

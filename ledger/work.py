@@ -1,5 +1,7 @@
 """Work items follow the case: which of the case's own events close which items, and how a queue
-is paged. The store applies these in the transaction that appends the events (``Ledger._append``)."""
+is paged. The store applies these in the transaction that appends the events (``Ledger._append``).
+A case is one episode of its loan (domain/episodes.py): its events touch that episode's items only,
+never an earlier or later case's of the same loan (which may name a visit alike)."""
 
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ class WorkItemRow:
     reason: str | None = None
     reported_by: str | None = None
     completed_at: datetime | None = None
+    episode: str = ""  # the case's episode ("" for a case from before episodes)
 
 
 @dataclass(frozen=True)
@@ -89,10 +92,12 @@ def closing(event: dict[str, Any]) -> Closing | None:
     return None
 
 
-def close_items(loan_id: str, workflow_id: str, what: Closing, now: datetime) -> Update:
-    """The statement closing what ``what`` names, among the case's items still open: an item closed
-    before (by an agent's report, an earlier event) stays as it was, so a replay changes nothing."""
-    where = [work_items.c.loan_id == loan_id, work_items.c.workflow_id == workflow_id, work_items.c.state == OPEN]
+def close_items(loan_id: str, workflow_id: str, what: Closing, now: datetime, episode: str = "") -> Update:
+    """The statement closing what ``what`` names, among the case's (``episode``'s) items still open:
+    an item closed before (by an agent's report, an earlier event) stays as it was, so a replay
+    changes nothing."""
+    where = [work_items.c.loan_id == loan_id, work_items.c.episode == episode, work_items.c.workflow_id == workflow_id,
+             work_items.c.state == OPEN]
     if what.queue is not None:
         where.append(work_items.c.queue == what.queue)
     if what.case_ref is not None:
@@ -102,21 +107,23 @@ def close_items(loan_id: str, workflow_id: str, what: Closing, now: datetime) ->
         reported_by=_fit(what.reported_by, 64), completed_at=now)
 
 
-def reassigned_calls(loan_id: str, workflow_id: str, event: dict[str, Any]) -> Update | None:
-    """An accepted ``assign`` moves the case's open call tasks to the new agent: the calls follow
-    the case to whoever works it now (visits stay with their field staff)."""
+def reassigned_calls(loan_id: str, workflow_id: str, event: dict[str, Any], episode: str = "") -> Update | None:
+    """An accepted ``assign`` moves the case's (``episode``'s) open call tasks to the new agent: the
+    calls follow the case to whoever works it now (visits stay with their field staff)."""
     agent = (event.get("detail") or {}).get("agent")
     if event["kind"] != "assign" or event["status"] != "accepted" or not agent:
         return None
     return update(work_items).where(
-        work_items.c.loan_id == loan_id, work_items.c.workflow_id == workflow_id, work_items.c.queue == "calls",
-        work_items.c.state == OPEN).values(assigned_to=_fit(str(agent), 200))
+        work_items.c.loan_id == loan_id, work_items.c.episode == episode, work_items.c.workflow_id == workflow_id,
+        work_items.c.queue == "calls", work_items.c.state == OPEN).values(assigned_to=_fit(str(agent), 200))
 
 
 def replaced_items(item: dict[str, Any], now: datetime) -> Update:
-    """An item the case calls by the name of a newer one (a visit's next attempt) is replaced by it."""
+    """An item the case calls by the name of a newer one (a visit's next attempt) is replaced by it
+    (within the case's episode: another episode's visit may bear the same name)."""
     return update(work_items).where(
-        work_items.c.loan_id == item["loan_id"], work_items.c.queue == item["queue"],
+        work_items.c.loan_id == item["loan_id"], work_items.c.episode == item.get("episode", ""),
+        work_items.c.queue == item["queue"],
         work_items.c.case_ref == item["case_ref"], work_items.c.state == OPEN,
         work_items.c.item_key != item["item_key"],
     ).values(state="expired", reason=f"replaced by {item['item_id']}", completed_at=now)
@@ -165,4 +172,5 @@ def row_to_item(row: Any) -> WorkItemRow:
                        state=row.state, assigned_to=row.assigned_to, payload=row.payload, outcome=row.outcome,
                        created_at=utc(row.created_at), item_id=row.item_id, case_ref=row.case_ref,
                        due_at=utc(row.due_at), reason=row.reason, reported_by=row.reported_by,
-                       completed_at=utc(row.completed_at) if row.completed_at is not None else None)
+                       completed_at=utc(row.completed_at) if row.completed_at is not None else None,
+                       episode=row.episode)

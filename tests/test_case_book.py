@@ -62,7 +62,7 @@ TRAIL = [
 ]
 
 STANDING = {
-    "loan_id": "L-1", "workflow_id": "loan-L-1", "stage": "field_visit", "stage_entered_at": _at(13),
+    "loan_id": "L-1", "episode": "", "workflow_id": "loan-L-1", "stage": "field_visit", "stage_entered_at": _at(13),
     "currency": "USD", "amount_past_due": Decimal("350.00"), "outstanding": Decimal("4900.00"),
     "risk_grade": "C", "product": "personal_loan", "jurisdiction": "US", "assigned_agent": "agent-7",
     "dpd_at_intake": 35, "intake_at": AT, "overdue_since": date(2026, 10, 18), "paused": True,

@@ -112,6 +112,22 @@ class Observer:
         self.last_entered, self.last_clock = case.stage_entered_at, clock
 
 
+def carry_out(case: CaseState, step: Advance | Act | Block, now: datetime) -> None:
+    """What the workflow does with a step that is not a wait: a stage entered, a contact made (a call
+    task opened, a visit started), a contact blocked."""
+    if isinstance(step, Advance):
+        assert ORDER.index(step.to) == ORDER.index(case.stage) + 1
+        case.enter_stage(step.to, now, step.reason)
+        return
+    assert isinstance(step, (Act, Block))
+    if isinstance(step, Act) and step.channel is Channel.CALL:
+        case.calls.append(CallTask(task_id=f"call-{case.seq}", created_at=now))
+        case.seq += 1
+    if isinstance(step, Act) and step.channel is Channel.VISIT:
+        case.visit = FieldVisit(visit_id=f"visit-{case.seq}", started_at=now, treatment_key=step.key)
+    mark_done(case, step.key)
+
+
 def _drive(case: CaseState, now: datetime, seen: Observer) -> datetime | None:
     """Run the workflow loop at ``now`` until the case waits; return when it wants to wake."""
     for _ in range(100):
@@ -124,17 +140,7 @@ def _drive(case: CaseState, now: datetime, seen: Observer) -> datetime | None:
         if isinstance(step, Wait):
             assert step.until is None or step.until > now, f"Wait until {step.until} is not after {now}"
             return step.until
-        if isinstance(step, Advance):
-            assert ORDER.index(step.to) == ORDER.index(case.stage) + 1
-            case.enter_stage(step.to, now, step.reason)
-        else:
-            assert isinstance(step, (Act, Block))
-            if isinstance(step, Act) and step.channel is Channel.CALL:
-                case.calls.append(CallTask(task_id=f"call-{case.seq}", created_at=now))
-                case.seq += 1
-            if isinstance(step, Act) and step.channel is Channel.VISIT:
-                case.visit = FieldVisit(visit_id=f"visit-{case.seq}", started_at=now, treatment_key=step.key)
-            mark_done(case, step.key)
+        carry_out(case, step, now)
         seen.check(now)
     raise AssertionError("decide never settled on a Wait")
 

@@ -35,6 +35,8 @@ def payloads() -> dict[str, dict]:
         "close": {"outcome": "closed", "note": "sold to another lender"},
         "assign": {"agent": "t1"},
         "vulnerability": {"vulnerable": True},
+        "loan_update": {"as_of": soon(0), "amount_past_due": "450.00", "outstanding": "5000.00", "days_past_due": 5},
+        "payment_reversed": {"reference": f"R-{uuid.uuid4().hex[:8]}", "reason": "returned unpaid"},
     }
 
 
@@ -49,8 +51,9 @@ MAY_SEND = {
     "compliance": {"dispute", "dispute_resolved", "cease_contact", "vulnerability", "hardship", "hardship_resolved",
                    "hold", "release", "close"},
     "admin": set(),
-    # The payments system posts payments in batches (POST /api/v1/payments, below) and opens no case.
-    "payments": set(),
+    # The payments system posts payments in batches (POST /api/v1/payments, below) and opens no case;
+    # it reverses payments and sends the servicer's figures, answered with a receipt.
+    "payments": {"loan_update", "payment_reversed"},
 }
 ONE_PER_ROLE = {"agent": "a1", "field_agent": "f1", "supervisor": "s1", "compliance": "c1", "admin": "ad",
                 "payments": "p1"}

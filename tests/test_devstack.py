@@ -70,7 +70,7 @@ def test_the_dev_stack_loads_the_portfolio_stops_cleanly_and_resumes(tmp_path: P
 
     code, first = _run_until(env, "cases: reminder", while_running=the_admin_logs_in_to_the_desk)
     assert code == 0, first
-    assert "intake: 56 started, 0 already existed, 0 rejected" in first
+    assert "intake: 56 started, 0 new episode, 0 already running, 0 already existed, 0 rejected" in first
     assert f"http://localhost:{env['ARREARS_UI_PORT']}/namespaces/default/workflows" in first
     assert "stopped" in first
     # The desk runs beside the UI; its first user, admin, has a password only its owner may read.
@@ -89,5 +89,5 @@ def test_the_dev_stack_loads_the_portfolio_stops_cleanly_and_resumes(tmp_path: P
     password = admin_file.read_text()
     code, second = _run_until(env, "cases: reminder", while_running=the_admin_logs_in_to_the_desk)
     assert code == 0, second
-    assert "intake: 0 started, 56 already existed, 0 rejected" in second
+    assert "intake: 0 started, 0 new episode, 56 already running, 56 already existed, 0 rejected" in second
     assert admin_file.read_text() == password  # made once: the second run logs in with the first's password

@@ -49,6 +49,17 @@ async def _attempt(activities: CollectionActivities, key: str) -> dict:
 
 # -- delivery ----------------------------------------------------------------------------------
 
+async def test_a_long_idempotency_key_arrives_whole_in_its_header(mailing, mailbox):
+    """A key with the loan's episode makes the header line longer than the 78 columns a header is folded
+    at by default: folded onto its own line, it read back with a space in it and matched no ledger row."""
+    loan = make_loan(loan_id="US-REMIND-000000412")
+    request = ContactRequest(idempotency_key=f"{loan.loan_id}/2026-11-26.2/00003/reminder/email", loan=loan,
+                             template="reminder_soft", facts=FACTS)
+    await mailing.send_email(request)
+    [message] = mailbox.messages
+    assert message["X-Arrears-Idempotency-Key"] == request.idempotency_key
+
+
 async def test_an_email_arrives_over_smtp_with_the_sender_the_amount_and_the_opt_out(mailing, mailbox, data_dir):
     request = _request("repayment_options")
     receipt = await mailing.send_email(request)

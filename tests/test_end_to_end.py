@@ -73,7 +73,8 @@ def _cli(address: str, *args: str) -> str:
     return result.stdout
 
 
-async def _eventually(probe, seconds: float = 60):
+async def _eventually(probe, seconds: float = 60, every: float = 0.5):
+    """Await ``probe()`` until it returns something true, for at most ``seconds``."""
     deadline = asyncio.get_running_loop().time() + seconds
     while True:
         value = await probe()
@@ -81,7 +82,7 @@ async def _eventually(probe, seconds: float = 60):
             return value
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition never held")
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(every)
 
 
 async def test_intake_workers_and_operators_work_together_on_the_dev_server(
@@ -92,13 +93,13 @@ async def test_intake_workers_and_operators_work_together_on_the_dev_server(
     # Intake: valid rows start, each bad row is reported with its line and reason, exit 1.
     first = _run([sys.executable, "starter.py", "--file", str(csv_path), "--strategy", "demo"], run_env)
     assert first.returncode == 1, first.stderr
-    assert "intake: 3 started, 0 already existed, 3 rejected" in first.stdout
+    assert "intake: 3 started, 0 new episode, 0 already running, 0 already existed, 3 rejected" in first.stdout
     assert f"{csv_path}:4: rejected: outstanding_amount: 'lots' is not a decimal number" in first.stderr
     assert f"{csv_path}:6: rejected: timezone: 'Mars/Olympus' is not an IANA time zone" in first.stderr
     assert f"{csv_path}:7: rejected: loan_id: {ids[1]} repeats line 3" in first.stderr
     # Idempotent: a second run starts nothing new.
     again = _run([sys.executable, "starter.py", "--file", str(csv_path), "--strategy", "demo"], run_env)
-    assert "intake: 0 started, 3 already existed, 3 rejected" in again.stdout
+    assert "intake: 0 started, 0 new episode, 3 already running, 3 already existed, 3 rejected" in again.stdout
 
     # The worker registered the search attributes; supervisors can filter on them.
     async def contact_cases():

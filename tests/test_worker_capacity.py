@@ -37,7 +37,7 @@ def test_capacity_settings_size_the_ledger_pool_and_bad_values_are_named():
                                   "ARREARS_LETTER_PROCESSES": "3", "ARREARS_SMS_RATE": "2.5"})
     assert (settings.activity_slots, settings.sms_slots, settings.email_slots) == (20, 4, 6)
     assert settings.letter_processes == 3 and settings.sms_rate == 2.5 and settings.email_rate is None
-    assert settings.ledger_connections == 20 + 4 + 6 + 3  # a connection for every slot: none waits for one
+    assert settings.ledger_connections == 20 + 4 + 6 + 3 + 1  # a connection for every slot (the sync's too)
     for env, message in [({"ARREARS_SMS_RATE": "fast"}, "ARREARS_SMS_RATE: 'fast' is not a number"),
                          ({"ARREARS_EMAIL_RATE": "0"}, "ARREARS_EMAIL_RATE: must be more than 0"),
                          ({"ARREARS_ACTIVITY_SLOTS": "0"}, "ARREARS_ACTIVITY_SLOTS: must be at least 1"),

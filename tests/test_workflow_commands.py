@@ -18,7 +18,7 @@ ALL_COMMANDS = ["payment_received", "promise_to_pay", "hardship", "hardship_reso
                 "dispute_resolved", "cease_contact", "call_outcome", "field_visit_report", "propose_arrangement",
                 "escalate",
                 "hold", "release", "close", "assign", "vulnerability", "breathing_space", "breathing_space_ended",
-                "notice_delivered"]
+                "notice_delivered", "loan_update", "payment_reversed"]
 
 
 def test_the_workflow_declares_a_signal_and_an_update_for_every_command():

@@ -38,7 +38,7 @@ class FieldVisitWorkflow:
                 VisitRequest(idempotency_key=f"{input.key_prefix}/plan-{attempt}", loan=input.loan,
                              facts=input.facts, attempt=attempt, staff=plan.staff, scheduled_for=scheduled_for,
                              report_due=scheduled_for + plan.report_within,
-                             trail=input.trail if attempt == 1 else None),
+                             trail=input.trail if attempt == 1 else None, episode=input.episode),
                 start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=ESSENTIAL_RETRY,
             )
             agents = planned.agents
@@ -52,7 +52,8 @@ class FieldVisitWorkflow:
                 await workflow.execute_activity_method(
                     CollectionActivities.flag_overdue_visit,
                     WorkItemRequest(idempotency_key=f"{input.key_prefix}/overdue-{attempt}", loan=input.loan,
-                                    facts=input.facts, note=f"visit {attempt} report not received by {report_due}"),
+                                    facts=input.facts, note=f"visit {attempt} report not received by {report_due}",
+                                    episode=input.episode),
                     start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=ESSENTIAL_RETRY,
                 )
                 return FieldVisitResult(outcome="overdue", attempts=attempt, agents=agents,

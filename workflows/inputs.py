@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
 
 from pydantic import BaseModel
 from temporalio.common import RetryPolicy
@@ -10,6 +12,8 @@ from temporalio.common import RetryPolicy
 from activities.models import CaseEventsRequest, CaseFacts
 from domain.case import CaseState
 from domain.compliance import SECOND_PASS, Profile
+from domain.episodes import FOLLOWS_LOAN, Reopening, delinquent_since
+from domain.errors import Rejected
 from domain.loan import Loan
 from domain.strategy import Strategy, VisitPlan
 
@@ -48,9 +52,12 @@ FEATURES = (
     SECOND_PASS,  # "compliance-second-pass": the moratorium a hold of its own, required treatments never skipped, the
     #                            validation notice's other routes, contacts checked when they reach the
     #                            borrower (not_after, cancelled in flight, dials counted), private reasons
+    FOLLOWS_LOAN,  # "case-follows-loan": episodes in keys and rows, loan_update and payment_reversed, value-dated
+    #               payments, a residual tolerance, promises judged after holds, bounded payloads, the ledger
+    #               written before an event is let go
 )
 # The features the domain itself reads (``CaseState.features``), besides the workflow.
-DOMAIN_FEATURES = (SECOND_PASS,)
+DOMAIN_FEATURES = (SECOND_PASS, FOLLOWS_LOAN)
 
 
 class CaseInput(BaseModel):
@@ -66,11 +73,46 @@ class CaseInput(BaseModel):
     history_limit: int = 10_000
     # What this case runs with (see FEATURES); None on cases started before the list existed.
     features: list[str] | None = None
+    # The delinquency episode this run collects (domain/episodes.py); None on cases started before.
+    episode: str | None = None
+    # A closed case run again because the payment that cured it was reversed.
+    reopened: Reopening | None = None
 
 
-def new_case(loan: Loan, strategy: Strategy, compliance: Profile | None) -> CaseInput:
+def new_case(loan: Loan, strategy: Strategy, compliance: Profile | None, episode: str | None = None) -> CaseInput:
     """The input of a case starting now: with every current feature, so it carries no patch markers."""
-    return CaseInput(loan=loan, strategy=strategy, compliance=compliance, features=list(FEATURES))
+    return CaseInput(loan=loan, strategy=strategy, compliance=compliance, features=list(FEATURES), episode=episode)
+
+
+def reopened_case(previous: CaseInput, closed_status: dict[str, Any], reference: str, reason: str, by: str | None,
+                  episode: str, run_id: str | None, now: datetime | None = None) -> CaseInput:
+    """The input of a new episode for a case a payment cured, now that the payment came back: the loan as
+    the closed case left it with the payment's amount owed again, its days past due counted from the same
+    delinquency, the same strategy and profile. Raises :class:`Rejected` (field ``reference``) when the
+    closed case did not close cured by a payment of that reference."""
+    if closed_status.get("outcome") != "cured":
+        raise Rejected("reference", f"the case closed {closed_status.get('outcome')}; a reversal reopens only a "
+                                    f"case a payment cured")
+    payment = next((p for p in closed_status.get("payments") or () if p.get("reference") == reference), None)
+    if payment is None:
+        raise Rejected("reference", f"no payment {reference!r} was applied to the closed case")
+    if payment.get("reversed"):
+        raise Rejected("reference", f"payment {reference!r} was reversed already")
+    now = now or datetime.now(UTC)
+    loan = previous.loan
+    amount = Decimal(payment["amount"])
+    outstanding = Decimal(closed_status["outstanding"]) + amount
+    past_due = min(outstanding, Decimal(closed_status["amount_past_due"]) + amount)
+    since = closed_status.get("delinquent_since")
+    first_day = (datetime.fromisoformat(since).date() if since
+                 else delinquent_since(loan.as_of or now.date(), loan.days_past_due))
+    reopened_loan = loan.model_copy(update={
+        "amount_past_due": past_due, "outstanding_amount": outstanding, "as_of": now.date(),
+        "days_past_due": max(1, (now.date() - first_day).days)})
+    return CaseInput(loan=reopened_loan, strategy=previous.strategy, compliance=previous.compliance,
+                     history_limit=previous.history_limit, features=list(FEATURES), episode=episode,
+                     reopened=Reopening(from_episode=closed_status.get("episode") or "", from_run_id=run_id,
+                                        reference=reference, amount=amount, reason=reason, by=by))
 
 
 class FieldVisitInput(BaseModel):
@@ -82,6 +124,7 @@ class FieldVisitInput(BaseModel):
     compliance: Profile | None = None
     # The case's events up to the visit's start, for the first plan's activity to append to the ledger.
     trail: CaseEventsRequest | None = None
+    episode: str = ""  # the case's episode, for the ledger rows the visit writes
 
 
 class FieldVisitResult(BaseModel):

@@ -20,7 +20,8 @@ from temporalio.exceptions import TimeoutError as ActivityTimeout
 with workflow.unsafe.imports_passed_through():
     from activities.channels import CollectionActivities
     from activities.models import CaseEventsRequest, CaseFacts, ContactRequest, ProfileRequest, WorkItemRequest
-    from domain.case import SECOND_PASS, CaseState, adopt_second_pass, open_case, tick
+    from domain.case import MAX_EVENTS, SECOND_PASS, CaseState, adopt_second_pass, open_case, reopen, tick
+    from domain.episodes import FOLLOWS_LOAN
     from domain.commands import handle, validate
     from domain.compliance import call_window, contact_deadline, send_stopped
     from domain.errors import BeyondLimit, Rejected
@@ -108,7 +109,9 @@ class LoanCollectionWorkflow:
         self._input = input
         self._case: CaseState = input.state or open_case(
             input.loan, input.strategy, workflow.now(),
-            features=[f for f in DOMAIN_FEATURES if f in (input.features or ())])
+            features=[f for f in DOMAIN_FEATURES if f in (input.features or ())], episode=input.episode or "")
+        if input.state is None and input.reopened is not None:
+            reopen(self._case, input.reopened, workflow.now())
         self._version = 0
         self._visits = VisitRunner(self._case, input.strategy, self._changed)
         # What the attributes hold already: a continued case's own values, or what intake set at the
@@ -157,6 +160,10 @@ class LoanCollectionWorkflow:
     breathing_space_ended_update = _update("breathing_space_ended")
     notice_delivered = _signal("notice_delivered")
     notice_delivered_update = _update("notice_delivered")
+    loan_update = _signal("loan_update")
+    loan_update_update = _update("loan_update")
+    payment_reversed = _signal("payment_reversed")
+    payment_reversed_update = _update("payment_reversed")
 
     @workflow.signal(dynamic=True)
     def unknown_signal(self, name: str, args: Sequence[RawValue]) -> None:
@@ -177,6 +184,11 @@ class LoanCollectionWorkflow:
                 await self._apply_compliance()
             if case.compliance is not None and not case.uses(SECOND_PASS) and self._uses(SECOND_PASS):
                 adopt_second_pass(case, input.loan, workflow.now())
+            if not case.uses(FOLLOWS_LOAN) and self._uses(FOLLOWS_LOAN):
+                case.features = sorted({*case.features, FOLLOWS_LOAN})  # its episode stays "": keys as they were
+            if case.uses(FOLLOWS_LOAN) and case.ledger_behind >= MAX_EVENTS:
+                # A burst of commands: the case lets no event go before the ledger holds it.
+                await self._keep_record()
             now = workflow.now()
             tick(case, strategy, now)
             self._visits.reconcile()
@@ -236,7 +248,8 @@ class LoanCollectionWorkflow:
         if not fresh or not self._uses(LEDGER_PATCH):
             return None
         return CaseEventsRequest(loan_id=case.loan_id, jurisdiction=self._input.loan.jurisdiction,
-                                 workflow_id=workflow.info().workflow_id, first_seq=first, events=fresh)
+                                 workflow_id=workflow.info().workflow_id, first_seq=first, events=fresh,
+                                 episode=case.episode)
 
     def _recorded(self, trail: CaseEventsRequest | None) -> None:
         if trail is not None:
@@ -316,7 +329,7 @@ class LoanCollectionWorkflow:
                 handle = workflow.start_activity_method(
                     _MESSAGES[step.channel],
                     ContactRequest(idempotency_key=key, loan=loan, template=step.template or "", facts=facts,
-                                   trail=trail, not_after=not_after),
+                                   trail=trail, not_after=not_after, episode=case.episode),
                     task_queue=channel_queue(workflow.info().task_queue, step.channel.value),
                     start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=_RETRY.get(step.channel, ESSENTIAL_RETRY),
                     # Past its moment the message is not sent late: the server gives up on it, and the case
@@ -345,7 +358,8 @@ class LoanCollectionWorkflow:
                                          else (None, None))
                 item = await workflow.execute_activity_method(
                     _WORK[step.channel], WorkItemRequest(idempotency_key=key, loan=loan, facts=facts, trail=trail,
-                                                         callable_from=dial_from, callable_until=dial_until),
+                                                         callable_from=dial_from, callable_until=dial_until,
+                                                         episode=case.episode),
                     start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=ESSENTIAL_RETRY,
                     summary=step.channel.value)
                 self._recorded(trail)
@@ -358,7 +372,7 @@ class LoanCollectionWorkflow:
                 plan = self._input.strategy.stages[case.stage].visit
                 assert plan is not None, "the strategy validator requires a visit plan beside a visit treatment"
                 self._visits.start(step.key, FieldVisitInput(loan=loan, plan=plan, facts=facts, key_prefix=key,
-                                                              compliance=case.compliance),
+                                                              compliance=case.compliance, episode=case.episode),
                                    self._trail if self._uses(RIDE_ALONG) else None)
         except ActivityError as err:
             if second_pass and self._not_sent_yet(step, key, err):

@@ -256,6 +256,61 @@ async def breathing_space_held(env: WorkflowEnvironment, queue: str) -> Workflow
     return handle
 
 
+async def case_follows_loan(env: WorkflowEnvironment, queue: str) -> WorkflowHandle:
+    """The case follows the loan: an episode in its keys, the servicer's figures lowering DPD, a promise
+    falling due on a hardship hold judged after it, a payment valued in time and posted after a promise
+    broke, a reversed payment, an oversized command refused, a residual below the tolerance curing it."""
+    now = await env.get_current_time()
+    handle = await _start(env.client, queue, "REPLAY-FOLLOWS-LOAN", features=list(FEATURES), episode="2026-01-05",
+                          loan={"days_past_due": 25, "amount_past_due": "900.00", "timezone": zone_where_it_is(12, now)})
+    today = (await env.get_current_time()).date()
+    await handle.execute_update("loan_update", {"as_of": today.isoformat(), "amount_past_due": "900.00",
+                                                "outstanding": "5000.00", "days_past_due": 3, "by": "system:daily-sync"})
+    await handle.execute_update("promise_to_pay", {"amount": "300.00", "due_date": (today + timedelta(days=3)).isoformat(),
+                                                   "by": "agent-1"})
+    await handle.execute_update("hardship", {"reason": "lost job", "by": "agent-1"})
+    await env.sleep(timedelta(days=10))
+    await handle.execute_update("hardship_resolved", {"by": "agent-1"})
+    await env.sleep(timedelta(days=8))  # the promise breaks the time held later
+    paid_at = (await env.get_current_time()) - timedelta(days=3)
+    await handle.execute_update("payment_received", {"amount": "300.00", "reference": "LATE-1",
+                                                     "paid_at": paid_at.isoformat(), "by": "payments-1"})
+    await handle.execute_update("payment_received", {"amount": "200.00", "reference": "DD-2", "by": "payments-1"})
+    await handle.execute_update("payment_reversed", {"reference": "DD-2", "reason": "returned unpaid",
+                                                     "by": "payments-1"})
+    await handle.signal("hold", {"reason": "x" * 20_000})
+    await env.sleep(timedelta(days=2))
+    await handle.execute_update("payment_received", {"amount": "599.50", "reference": "LAST", "by": "payments-1"})
+    await handle.result()
+    return handle
+
+
+async def episode_reopened(env: WorkflowEnvironment, queue: str) -> WorkflowHandle:
+    """A case a payment cured, reopened as a new episode when the payment came back."""
+    from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+
+    from workflows.inputs import reopened_case
+
+    handle = await _start(env.client, queue, "REPLAY-REOPENED", features=list(FEATURES), episode="2026-01-10",
+                          loan={"days_past_due": 8})
+    closed = await handle.execute_update("payment_received", {"amount": "450.00", "reference": "DD-1"})
+    while (await env.client.workflow_service.describe_workflow_execution(DescribeWorkflowExecutionRequest(
+            namespace=env.client.namespace, execution=WorkflowExecution(workflow_id=handle.id)))
+           ).workflow_execution_info.status == 1:  # running (awaiting the result would skip years ahead)
+        await asyncio.sleep(0.05)
+    previous = CaseInput(loan=make_loan(loan_id="REPLAY-REOPENED", days_past_due=8), strategy=strategy(),
+                         features=list(FEATURES), episode="2026-01-10")
+    reopened = reopened_case(previous, closed, "DD-1", "returned unpaid", "payments-1", "2026-01-10.2",
+                             handle.result_run_id, now=await env.get_current_time())
+    run = await env.client.start_workflow(
+        LoanCollectionWorkflow.run, reopened, id=handle.id, task_queue=queue,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE, id_conflict_policy=WorkflowIDConflictPolicy.FAIL)
+    await env.sleep(timedelta(days=4))
+    await run.execute_update("close", {"outcome": "written_off", "note": "uneconomic", "by": "sup-1"})
+    await run.result()
+    return run
+
+
 SCENARIOS: dict[str, Callable[[WorkflowEnvironment, str], Awaitable[WorkflowHandle]]] = {
     "untouched_default_ladder": untouched_default_ladder,
     "operator_commands": operator_commands,
@@ -270,6 +325,8 @@ SCENARIOS: dict[str, Callable[[WorkflowEnvironment, str], Awaitable[WorkflowHand
     "work_follows_case": work_follows_case,
     "validation_period_kept": validation_period_kept,
     "breathing_space_held": breathing_space_held,
+    "case_follows_loan": case_follows_loan,
+    "episode_reopened": episode_reopened,
 }
 
 
