@@ -28,13 +28,13 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from activities.templates import TemplateBook
-from domain.episodes import NO_EPISODE, episode_of, same_delinquency
+from domain.episodes import NO_EPISODE, base_date, episode_of
 from domain.errors import Rejected
 from domain.loan import REQUIRED_COLUMNS, Loan
 from domain.strategy import Strategy
 from infra.client import connect
 from infra.compliance import ComplianceError, check_tightening, profile_for, template_problems
-from infra.episodes import last_run, start_episode
+from infra.episodes import closed_delinquencies, last_run, start_episode
 from infra.search_attributes import ensure_search_attributes
 from infra.settings import Settings
 from infra.strategies import StrategyError, load_strategy
@@ -169,8 +169,8 @@ async def admit(client: Client, loan: Loan, strategy: Strategy, task_queue: str,
     run = await last_run(client, loan.loan_id)
     if run is not None and run.running:
         return Admitted("already running", run.episode or NO_EPISODE, live)
-    if run is not None and run.episode is not None and same_delinquency(run.episode, episode):
-        return Admitted("already existed", run.episode,
+    if run is not None and base_date(episode) in await closed_delinquencies(client, loan.loan_id, run):
+        return Admitted("already existed", run.episode or NO_EPISODE,
                         client.get_workflow_handle(case_workflow_id(loan.loan_id), run_id=run.run_id))
     try:
         handle = await start_episode(client, case, task_queue, episode=episode, with_attributes=with_attributes)

@@ -23,11 +23,13 @@ def agree(case: CaseState, arrangement: Arrangement, now: datetime) -> None:
     case.hold_for("arrangement", f"{arrangement.kind} arrangement", now)
 
 
-def pay(case: CaseState, amount: Decimal, strategy: Strategy, now: datetime) -> None:
-    """Count a payment toward the active arrangement."""
+def pay(case: CaseState, amount: Decimal, strategy: Strategy, now: datetime) -> Decimal:
+    """Count a payment toward the active arrangement; return what the plan did not take."""
+    left = amount
     if case.arrangement_active:
-        case.arrangement.allocate(amount)  # type: ignore[union-attr]
+        left = case.arrangement.allocate(amount)  # type: ignore[union-attr]
         _complete_if_paid(case, now)
+    return left
 
 
 def judge(case: CaseState, strategy: Strategy, now: datetime) -> None:
@@ -133,17 +135,25 @@ def paid_in_time(case: CaseState, amount: Decimal, value_date: datetime, strateg
             if instalment.state != "late" or value_date > arrangement.deadline(instalment, grace) or amount <= 0:
                 continue
             take = min(amount, instalment.carried_forward)
-            following = next((i for i in arrangement.schedule[index + 1:] if i.state in ("pending", "late", "paid")),
-                             None)
-            if following is None or take <= 0:
+            if take <= 0:
                 continue
             instalment.carried_forward -= take
             instalment.paid += take
-            following.amount -= take
             amount -= take
-            if following.paid > following.amount:  # the next one was paid with what is now this one's
-                amount += following.paid - following.amount
-                following.paid = following.amount
+            # Where the shortfall went: onto the next instalment, and on from there while those were late too.
+            moved = take
+            for following in (i for i in arrangement.schedule[index + 1:] if i.state in ("pending", "late", "paid")):
+                following.amount -= moved
+                if following.state == "late":
+                    moved = min(moved, following.carried_forward)
+                    following.carried_forward -= moved
+                    if moved > 0:
+                        continue
+                    break
+                if following.paid > following.amount:  # paid with what is now the earlier one's
+                    amount += following.paid - following.amount
+                    following.paid = following.amount
+                break
             if instalment.carried_forward == 0:
                 instalment.state = "paid"
                 arrangement.late_count = max(0, arrangement.late_count - 1)

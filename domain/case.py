@@ -81,6 +81,7 @@ class Payment(BaseModel):
     to_arrears: Decimal  # how much of it went to the past-due amount
     to_outstanding: Decimal
     toward_promise: bool = False  # counted toward the promise pending then
+    promise_made_at: datetime | None = None  # which promise that was (a later one is another)
     to_instalments: Decimal = Decimal(0)  # allocated to the arrangement's instalments
     reversed: bool = False
 
@@ -194,6 +195,7 @@ class CaseState(BaseModel):
     # The first day past due, as the servicer last said it (None: counted from the DPD at intake).
     overdue_since: date | None = None
     loan_as_of: date | None = None  # the servicer's last figures applied (loan_update) were as of this day
+    loan_figures: str | None = None  # those figures, to tell a repeat from a correction of the same day
     fees: Decimal | None = None  # fees and charges the servicer reports on the loan
     payments: list[Payment] = []
 
@@ -361,8 +363,8 @@ class CaseState(BaseModel):
         if promise is None or promise.suspended_since is None:
             return
         held, promise.suspended_since = now - promise.suspended_since, None
-        if promise.state != "pending" or held <= timedelta(0):
-            return
+        if promise.state != "pending" or held <= timedelta(0) or promise.deadline > now:
+            return  # judged already, or not due yet: the hold kept nothing from being judged
         promise.deadline += held
         hold = self.hold("promise")
         if hold is not None:
@@ -588,7 +590,13 @@ def reopen(case: CaseState, reopening: Reopening, now: datetime) -> None:
             event.actor = reopening.by
     # The reversed payment is this case's too, as reversed: the same reversal again is a duplicate, the
     # same reference sent again as a payment is not applied twice, and a later reopening sees it reversed.
+    # The closed case's other payments are this case's as well: one of them may come back too.
     case.payments.append(Payment(reference=reopening.reference, amount=reopening.amount, paid_at=now, posted_at=now,
                                  to_arrears=Decimal(0), to_outstanding=Decimal(0), reversed=True))
-    if reopening.reference not in case.payment_refs:
-        case.payment_refs.append(reopening.reference)
+    for earlier in reopening.payments:
+        case.payments.append(Payment(reference=earlier.reference, amount=earlier.amount, paid_at=earlier.paid_at,
+                                     posted_at=earlier.posted_at, to_arrears=earlier.to_arrears,
+                                     to_outstanding=earlier.to_outstanding))
+    for payment in case.payments:
+        if payment.reference not in case.payment_refs:
+            case.payment_refs.append(payment.reference)

@@ -99,15 +99,13 @@ class PaymentReceived(Command):
         if follows and value_date < now - CLOCK_SKEW and case.arrangement is not None:
             to_plan = arrangement_rules.paid_in_time(case, amount, value_date, strategy, now)
         if case.arrangement_active:
-            before = case.arrangement.amount_remaining  # type: ignore[union-attr]
-            arrangement_rules.pay(case, to_plan, strategy, now)
-            payment.to_instalments = before - (case.arrangement.amount_remaining  # type: ignore[union-attr]
-                                               if case.arrangement_active else Decimal(0))
+            left = arrangement_rules.pay(case, to_plan, strategy, now)
+            payment.to_instalments = amount - left  # what the plan took, a reversal gives back
             return  # while an arrangement runs, it decides how the case ends
         promise = case.promise
         if promise is not None and promise.state == "pending":
             promise.paid += amount
-            payment.toward_promise = True
+            payment.toward_promise, payment.promise_made_at = True, promise.made_at
             if promise.paid >= promise.amount:
                 promise.state = "kept"
                 case.promises_kept += 1
@@ -117,7 +115,7 @@ class PaymentReceived(Command):
               and value_date <= promise.deadline):
             # Paid in time, posted after the promise was judged: it was kept after all.
             promise.paid += amount
-            payment.toward_promise = True
+            payment.toward_promise, payment.promise_made_at = True, promise.made_at
             if promise.paid >= promise.amount:
                 _kept_after_all(case, promise, now)
         if follows:
@@ -127,7 +125,7 @@ class PaymentReceived(Command):
 
 
 def _kept_after_all(case: CaseState, promise: PromiseToPay, now: datetime) -> None:
-    promise.state = "kept"
+    promise.state, promise.broken_at = "kept", None
     case.promises_broken -= 1
     case.promises_kept += 1
     if case.exit_requested == f"{case.promises_broken + 1} broken promises":
@@ -164,12 +162,19 @@ class PaymentReversed(Command):
         case.outstanding += payment.to_outstanding
         case.record(now, self.name, "accepted", **self.audit(), amount=str(payment.amount),
                     amount_past_due=str(case.amount_past_due), outstanding=str(case.outstanding))
-        if payment.to_instalments and case.arrangement is not None:
-            reopened = case.arrangement.deallocate(payment.to_instalments)
+        plan = case.arrangement
+        if payment.to_instalments and plan is not None:
+            reopened = plan.deallocate(payment.to_instalments)
             if reopened:
                 case.record(now, "instalment_reopened", "info", due_dates=reopened, reference=self.reference)
+            if reopened and plan.state == "completed":  # the payment that completed it did not stay
+                plan.state, plan.ended_at = "active", None
+                case.hold_for("arrangement", f"{plan.kind} arrangement", now)
+                case.record(now, "arrangement_reinstated", "info", arrangement_kind=plan.kind,
+                            reason=f"the payment that completed it ({self.reference}) was reversed")
         promise = case.promise
-        if payment.toward_promise and promise is not None:
+        # Only the promise the payment counted toward (a later promise is another).
+        if payment.toward_promise and promise is not None and promise.made_at == payment.promise_made_at:
             promise.paid = max(Decimal(0), promise.paid - payment.amount)
             if promise.state == "kept" and promise.paid < promise.amount:
                 promise.state, promise.broken_at = "broken", now
@@ -221,8 +226,12 @@ class LoanUpdate(Command):
         past_due = Decimal(0) if self.current else amount("amount_past_due")
         return past_due or Decimal(0), amount("outstanding"), amount("fees")
 
+    def _figures(self) -> str:
+        return "|".join(str(v) for v in (self.as_of, self.amount_past_due, self.outstanding, self.days_past_due,
+                                         self.fees, self.current))
+
     def apply(self, case, strategy, now):
-        if case.loan_as_of == self.as_of:
+        if case.loan_as_of == self.as_of and case.loan_figures == self._figures():
             case.record(now, self.name, "duplicate", reason=f"the figures as of {self.as_of} were applied already",
                         as_of=self.as_of.isoformat())
             return
@@ -231,7 +240,7 @@ class LoanUpdate(Command):
         end_of_day = datetime.combine(self.as_of + timedelta(days=1), time.min, tzinfo=timezone.utc)
         later = sum((p.amount for p in case.payments if not p.reversed and p.paid_at >= end_of_day), Decimal(0))
         before = (str(case.amount_past_due), case.days_past_due(now))
-        case.loan_as_of = self.as_of
+        case.loan_as_of, case.loan_figures = self.as_of, self._figures()
         case.amount_past_due = max(Decimal(0), past_due - later).quantize(case.amount_past_due)
         if outstanding is not None:
             case.outstanding = max(Decimal(0), outstanding - later).quantize(case.outstanding)
@@ -243,6 +252,8 @@ class LoanUpdate(Command):
                     previous_days_past_due=before[1], days_past_due_now=case.days_past_due(now),
                     later_payments=str(later) if later else None)
         why = self.reason or f"the servicer reports nothing past due as of {self.as_of}"
+        if case.arrangement_active and case.amount_past_due < strategy.payments.tolerance(case.currency):
+            arrangement_rules.cancel(case, now)  # nothing left to arrange: the servicer says so
         cure_if_paid(case, strategy, now, why)
 
 

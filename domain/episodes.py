@@ -10,7 +10,7 @@ cured it) is the same date with a suffix: ``2026-11-26.2``, ``2026-11-26.3``, ..
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from pydantic import BaseModel
@@ -59,6 +59,17 @@ def key_prefix(loan_id: str, episode: str) -> str:
     return f"{loan_id}/{episode}" if episode else loan_id
 
 
+class PriorPayment(BaseModel):
+    """A payment the closed case had applied and that still counts: the reopened case may see it reversed too."""
+
+    reference: str
+    amount: Decimal
+    paid_at: datetime
+    posted_at: datetime
+    to_arrears: Decimal
+    to_outstanding: Decimal
+
+
 class Reopening(BaseModel):
     """Why a closed case runs again as a new episode: a payment that cured it was reversed."""
 
@@ -68,6 +79,7 @@ class Reopening(BaseModel):
     amount: Decimal
     reason: str
     by: str | None = None
+    payments: list[PriorPayment] = []  # the closed case's other payments, still counting
 
 
 # The feature (workflows/inputs.py FEATURES) under which a case follows the loan: servicer updates,

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import (
-    Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError,
+    Client, WorkflowContinuedAsNewError, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle,
+    WorkflowUpdateFailedError,
 )
 from temporalio.common import TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
@@ -25,7 +26,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from domain.case import open_case
 from domain.commands import PaymentReversed
-from domain.episodes import NO_EPISODE, episode_of, next_episode
+from domain.episodes import NO_EPISODE, base_date, episode_of, next_episode
 from domain.errors import Rejected
 from workflows import search_attributes as sa
 from workflows.inputs import CaseInput, case_workflow_id, reopened_case
@@ -69,6 +70,28 @@ async def last_run(client: Client, loan_id: str) -> LastRun | None:
     return LastRun(run_id=described.run_id, running=described.status == WorkflowExecutionStatus.RUNNING,
                    episode=episode if isinstance(episode, str) else None, task_queue=described.task_queue,
                    started_at=described.start_time)
+
+
+async def closed_delinquencies(client: Client, loan_id: str, run: LastRun) -> set[date]:
+    """The delinquency dates a closed run was about: its memo's episode, the first day past due it closed
+    with (a ``loan_update`` may have moved it), and for a run from before episodes the one its start
+    names (the loan's days past due on the day it started). A row naming one of them is that case's."""
+    dates = {d for d in (base_date(run.episode or ""),) if d is not None}
+    handle = client.get_workflow_handle(case_workflow_id(loan_id), run_id=run.run_id)
+    try:
+        result = await handle.result(follow_runs=False, rpc_timeout=RPC_TIMEOUT)
+        since = result.get("delinquent_since") if isinstance(result, dict) else None
+        if isinstance(since, str):
+            dates.add(date.fromisoformat(since))
+    except WorkflowFailureError:
+        pass  # failed, terminated or timed out: no result to read
+    if run.episode is None:
+        try:
+            started = await _started_with(client, handle)
+            dates.add(base_date(episode_of(started.loan.as_of or run.started_at.date(), started.loan.days_past_due)))
+        except ReversalRefused:
+            pass
+    return dates
 
 
 def summary(case: CaseInput, episode: str) -> str:
@@ -120,6 +143,8 @@ async def reverse_payment(client: Client, loan_id: str, payload: dict[str, Any],
         try:
             await client.get_workflow_handle(case_workflow_id(loan_id), run_id=run.run_id).result(
                 follow_runs=False, rpc_timeout=RPC_TIMEOUT)
+        except WorkflowContinuedAsNewError:  # not closed: it went on as a new run, which takes the update
+            return await _update(client, loan_id, command)
         except WorkflowFailureError:
             pass  # _reopen says the case ended without an outcome
         run = replace(run, running=False)

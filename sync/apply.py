@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, Protocol
 
+from temporalio.service import RPCError, RPCStatusCode
+
 from domain.loan import Loan
 from sync import SYNC_IDENTITY
 from sync.models import FileReport
@@ -108,7 +110,13 @@ class Applier:
             payload = {"as_of": as_of.isoformat(), "current": True, "reason": current_reason(as_of),
                        "outstanding": str(loan.outstanding_amount), "by": SYNC_IDENTITY}
             return await self._update(daily, loan.loan_id, payload, "current")
-        admitted = await self.door.admit(loan, as_of=as_of)
+        try:
+            admitted = await self.door.admit(loan, as_of=as_of)
+        except RPCError as err:
+            if err.status in PASSING:
+                raise
+            reason = f"not started: {err.message}"  # one row the server refuses never stops the file
+            return lambda r: r.refuse(loan.loan_id, reason)
         if admitted == "started":
             return lambda r: setattr(r, "started", r.started + 1)
         if admitted == "new episode":
@@ -133,6 +141,11 @@ class Applier:
         sent again after a restart, the case answers it once."""
         try:
             status = await self.door.update(loan_id, payload, update_id=f"sync-{daily.sha256[:24]}-{kind}-{loan_id}")
+        except RPCError as err:
+            if err.status in PASSING:
+                raise
+            reason = f"not updated: {err.message}"
+            return lambda r: r.refuse(loan_id, reason)
         except Refused as refused:
             if refused.no_case and kind == "current":
                 return lambda r: setattr(r, "current_without_case", r.current_without_case + 1)
@@ -172,6 +185,12 @@ class Applier:
                 count(report)
 
         await _together(cure() for _ in range(self.concurrency))
+
+
+# What a server answers when it may answer otherwise later: the activity fails and is tried again
+# (resuming from its heartbeat). Any other answer is about the row itself, and is reported as refused.
+PASSING = frozenset({RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.RESOURCE_EXHAUSTED,
+                     RPCStatusCode.ABORTED, RPCStatusCode.INTERNAL, RPCStatusCode.UNKNOWN, RPCStatusCode.CANCELLED})
 
 
 async def _together(coroutines: Iterable[Coroutine[Any, Any, None]]) -> None:

@@ -360,5 +360,93 @@ def test_a_promise_made_on_hold_is_judged_the_time_held_later():
     _promise_due(case, date(2026, 3, 6), T0 + timedelta(hours=1))
     tick(case, DEFAULT, datetime(2026, 3, 10, tzinfo=UTC))
     assert case.promise.state == "pending"
-    assert send(case, "hardship_resolved", {}, at=T0 + 5 * DAY)
-    assert case.promise.deadline > datetime(2026, 3, 9, tzinfo=UTC) + 4 * DAY
+    assert send(case, "hardship_resolved", {}, at=T0 + 10 * DAY)
+    assert case.promise.deadline > datetime(2026, 3, 9, tzinfo=UTC) + 9 * DAY
+
+
+def test_a_hold_that_ends_before_the_promise_falls_due_leaves_its_deadline():
+    case = new_case()
+    _promise_due(case, date(2026, 3, 6), T0)
+    assert send(case, "hold", {"reason": "review"}, at=T0 + DAY)
+    assert send(case, "release", {}, at=T0 + 2 * DAY)
+    assert case.promise.deadline == datetime(2026, 3, 9, tzinfo=UTC)
+    assert not [e for e in case.events if e.kind == "promise_rescheduled"]
+
+
+def test_a_reversal_leaves_a_later_promise_alone():
+    case = new_case(amount_past_due="900.00")
+    _promise_due(case, date(2026, 3, 6), T0)
+    assert send(case, "payment_received", {"amount": "450.00", "reference": "A"}, at=T0 + DAY)  # keeps it
+    assert send(case, "promise_to_pay", {"amount": "450.00", "due_date": "2026-03-12"}, at=T0 + 2 * DAY)
+    assert send(case, "payment_received", {"amount": "100.00", "reference": "B"}, at=T0 + 3 * DAY)
+    assert send(case, "payment_reversed", {"reference": "A", "reason": "returned unpaid"}, at=T0 + 4 * DAY)
+    assert case.promise.paid == Decimal("100.00") and case.promise.state == "pending"
+
+
+def test_a_plan_paid_in_time_through_two_late_instalments_owes_what_is_past_due():
+    strat = DEFAULT.model_copy(update={"arrangements": DEFAULT.arrangements.model_copy(update={"tolerated_late": 2})})
+    case = new_case(amount_past_due="900.00")
+    assert handle("propose_arrangement", {"kind": "instalments", "instalments": [
+        {"due_date": d, "amount": "300.00"} for d in ("2026-03-10", "2026-03-12", "2026-04-10")]}, case, strat, T0)
+    tick(case, strat, datetime(2026, 3, 16, 1, tzinfo=UTC))  # the first two judged late: 300 / 600 / 900
+    plan = case.arrangement
+    assert [i.state for i in plan.schedule] == ["late", "late", "pending"] and plan.schedule[2].amount == 900
+    # Paid on the 11th (in time for the first), posted on the 16th.
+    assert handle("payment_received", {"amount": "300.00", "reference": "I-1", "paid_at": "2026-03-11T12:00:00+00:00"},
+                  case, strat, datetime(2026, 3, 16, 9, tzinfo=UTC))
+    assert [i.state for i in plan.schedule] == ["paid", "late", "pending"]
+    assert [i.amount for i in plan.schedule] == [300, 300, 600] and plan.late_count == 1
+    assert plan.amount_remaining == case.amount_past_due == Decimal("600.00")
+
+
+def test_a_reversal_of_the_payment_that_completed_a_plan_puts_the_plan_back_in_force():
+    case = new_case(amount_past_due="600.00", outstanding_amount="5000.00")
+    _plan(case)
+    # The servicer adds a missed payment of this month to the arrears while the plan runs.
+    assert send(case, "loan_update", {"as_of": "2026-03-03", "amount_past_due": "700.00", "outstanding": "5000.00",
+                                      "days_past_due": 8}, at=T0 + DAY)
+    assert send(case, "payment_received", {"amount": "600.00", "reference": "ALL"}, at=T0 + DAY)
+    assert case.arrangement.state == "completed" and case.outcome is None  # 100.00 still past due
+    assert send(case, "payment_reversed", {"reference": "ALL", "reason": "chargeback"}, at=T0 + 2 * DAY)
+    assert case.arrangement.state == "active" and case.hold("arrangement") is not None
+    assert [i.state for i in case.arrangement.schedule] == ["pending", "pending"]
+
+
+def test_the_servicer_reporting_nothing_past_due_ends_a_running_plan_and_cures():
+    case = new_case(amount_past_due="600.00")
+    _plan(case)
+    assert send(case, "loan_update", {"as_of": "2026-03-03", "current": True, "reason": "paid at the branch"},
+                at=T0 + DAY)
+    assert case.outcome is Outcome.CURED and case.arrangement.state == "cancelled"
+
+
+def test_a_correction_of_the_same_days_figures_is_applied_and_a_repeat_is_not():
+    case = new_case()
+    update = {"as_of": "2026-03-02", "amount_past_due": "300.00", "outstanding": "4800.00", "days_past_due": 6}
+    assert send(case, "loan_update", update, at=T0)
+    assert send(case, "loan_update", {**update, "amount_past_due": "250.00"}, at=T0 + timedelta(hours=1))
+    assert last(case, "loan_update").status == "accepted" and case.amount_past_due == Decimal("250.00")
+
+
+def test_a_reopened_case_owes_what_the_payment_had_cleared_and_knows_the_other_payments():
+    """A payment of 500 against 300 past due cleared 300 of the arrears: the reopened case owes 300 again
+    (not 500); the closed case's other payment may come back too, on the reopened case."""
+    from domain.case import reopen
+    from workflows.inputs import CaseInput, reopened_case
+
+    loan = make_loan(amount_past_due="350.00", outstanding_amount="5000.00", days_past_due=5)
+    case = new_case(loan_id=loan.loan_id, amount_past_due="350.00", outstanding_amount="5000.00", days_past_due=5)
+    assert send(case, "payment_received", {"amount": "50.00", "reference": "P1"}, at=T0)
+    assert send(case, "payment_received", {"amount": "500.00", "reference": "P9"}, at=T0 + DAY)
+    assert case.outcome is Outcome.CURED
+    closed = status(case, DEFAULT, T0 + DAY)
+    previous = CaseInput(loan=loan, strategy=DEFAULT, compliance=NO_RULES, episode=case.episode)
+    again = reopened_case(previous, closed, "P9", "returned unpaid", "payments-1", case.episode + ".2", "run-1",
+                          now=T0 + 3 * DAY)
+    assert again.loan.amount_past_due == Decimal("300.00") and again.loan.outstanding_amount == Decimal("4950.00")
+    reopened = open_case(again.loan, DEFAULT, T0 + 3 * DAY, NO_RULES, features=(FOLLOWS_LOAN,), episode=again.episode)
+    reopen(reopened, again.reopened, T0 + 3 * DAY)
+    assert handle("payment_reversed", {"reference": "P1", "reason": "returned unpaid"}, reopened, DEFAULT, T0 + 4 * DAY)
+    assert reopened.amount_past_due == Decimal("350.00")
+    handle("payment_reversed", {"reference": "P9", "reason": "again"}, reopened, DEFAULT, T0 + 4 * DAY)
+    assert last(reopened, "payment_reversed").status == "duplicate"

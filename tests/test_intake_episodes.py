@@ -150,15 +150,20 @@ async def test_a_later_delinquency_after_the_case_closed_cured_is_a_new_episode(
     assert (again.status, again.episode) == ("already running", second.episode)
 
 
-async def test_a_case_closed_before_episodes_names_none_so_the_loan_starts_a_new_episode(intake: Intake) -> None:
+async def test_a_case_closed_before_episodes_is_read_for_its_delinquency(intake: Intake) -> None:
+    """A run from before episodes has no memo: its start says which delinquency it was about. The same
+    row again (a file re-run after the upgrade) is that case's; a later delinquency starts a new episode."""
     loan = make_loan(days_past_due=5)
     handle = await start_case(intake.client, intake, loan)  # as before: no memo, no episode
     await handle.execute_update("close", {"outcome": "closed", "note": "sold"}, result_type=dict)
     await handle.result()
     run = await last_run(intake.client, loan.loan_id)
     assert run is not None and run.episode is None and not run.running
-    admitted = await admit(intake.client, loan, strategy(), intake.task_queue, as_of=TODAY)
-    assert (admitted.status, admitted.episode) == ("new episode", episode_of(TODAY, 5))
+    again = await admit(intake.client, loan, strategy(), intake.task_queue, as_of=TODAY)
+    assert again.status == "already existed"
+    later = loan.model_copy(update={"days_past_due": 2})  # current since, past due again two days ago
+    admitted = await admit(intake.client, later, strategy(), intake.task_queue, as_of=TODAY)
+    assert (admitted.status, admitted.episode) == ("new episode", episode_of(TODAY, 2))
 
 
 def all_look_first(monkeypatch: pytest.MonkeyPatch, racers: int) -> None:

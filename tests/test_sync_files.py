@@ -186,6 +186,27 @@ async def test_a_case_refusing_older_figures_is_reported_not_fatal():
     assert report.refusals[0].loan_id == "A" and "older than the figures" in report.refusals[0].reason
 
 
+async def test_a_row_the_server_refuses_is_reported_and_a_passing_outage_fails_the_attempt():
+    from temporalio.service import RPCError, RPCStatusCode
+
+    class Picky(FakeCases):
+        status = RPCStatusCode.INVALID_ARGUMENT
+
+        async def admit(self, loan: Loan, *, as_of: date) -> str:
+            if loan.loan_id == "BAD":
+                raise RPCError("static summary too long", self.status, b"")
+            return await super().admit(loan, as_of=as_of)
+
+    cases = Picky()
+    daily = daily_file(row("A"), row("BAD"), row("C"), complete=False)
+    report = await Applier(cases).apply(daily, fresh_report(daily))
+    assert report.started == 2 and report.refused == 1 and "static summary too long" in report.refusals[0].reason
+    cases = Picky()
+    cases.status = RPCStatusCode.UNAVAILABLE  # the server, not the row: the attempt fails and is tried again
+    with pytest.raises(RPCError):
+        await Applier(cases).apply(daily, fresh_report(daily))
+
+
 @pytest.mark.parametrize("loans", [400, 100_000])
 async def test_a_run_resumed_from_its_heartbeat_starts_nothing_twice_and_counts_each_row_once(loans: int):
     ids = [f"L-{n:06d}" for n in range(loans)]

@@ -12,7 +12,7 @@ from temporalio.common import RetryPolicy
 from activities.models import CaseEventsRequest, CaseFacts
 from domain.case import CaseState
 from domain.compliance import SECOND_PASS, Profile
-from domain.episodes import FOLLOWS_LOAN, Reopening, delinquent_since
+from domain.episodes import FOLLOWS_LOAN, PriorPayment, Reopening, delinquent_since
 from domain.errors import Rejected
 from domain.loan import Loan
 from domain.strategy import Strategy, VisitPlan
@@ -101,8 +101,9 @@ def reopened_case(previous: CaseInput, closed_status: dict[str, Any], reference:
     now = now or datetime.now(UTC)
     loan = previous.loan
     amount = Decimal(payment["amount"])
-    outstanding = Decimal(closed_status["outstanding"]) + amount
-    past_due = min(outstanding, Decimal(closed_status["amount_past_due"]) + amount)
+    # What the payment had cleared comes back (a payment beyond the balance cleared no more than it).
+    outstanding = Decimal(closed_status["outstanding"]) + Decimal(payment.get("to_outstanding", amount))
+    past_due = min(outstanding, Decimal(closed_status["amount_past_due"]) + Decimal(payment.get("to_arrears", amount)))
     since = closed_status.get("delinquent_since")
     first_day = (datetime.fromisoformat(since).date() if since
                  else delinquent_since(loan.as_of or now.date(), loan.days_past_due))
@@ -112,7 +113,10 @@ def reopened_case(previous: CaseInput, closed_status: dict[str, Any], reference:
     return CaseInput(loan=reopened_loan, strategy=previous.strategy, compliance=previous.compliance,
                      history_limit=previous.history_limit, features=list(FEATURES), episode=episode,
                      reopened=Reopening(from_episode=closed_status.get("episode") or "", from_run_id=run_id,
-                                        reference=reference, amount=amount, reason=reason, by=by))
+                                        reference=reference, amount=amount, reason=reason, by=by,
+                                        payments=[PriorPayment.model_validate(p) for p in closed_status["payments"]
+                                                  if p["reference"] != reference and not p.get("reversed")
+                                                  and "to_arrears" in p]))
 
 
 class FieldVisitInput(BaseModel):
