@@ -25,7 +25,7 @@ def test_recorded_histories_cover_every_scenario_and_the_visit_child():
     assert names >= set(SCENARIOS)
     types = {json.loads(p.read_text())["events"][0]["workflowExecutionStartedEventAttributes"]["workflowType"]["name"]
              for p in HISTORIES}
-    assert types == {"LoanCollectionWorkflow", "FieldVisitWorkflow"}
+    assert types == {"LoanCollectionWorkflow", "FieldVisitWorkflow", "DailySyncWorkflow"}
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.name for p in HISTORIES])

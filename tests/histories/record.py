@@ -20,16 +20,20 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from temporalio import activity
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
 from domain.stages import Stage
 from domain.strategy import Strategy
 from infra.client import data_converter
 from infra.search_attributes import ensure_search_attributes
 from infra.settings import Settings
+from sync.models import SyncReport, SyncRequest, SyncRun
+from sync.workflow import DailySyncWorkflow, sync_queue
 from tests.conftest import PROFILES, make_loan, strategy, zone_where_it_is
 from worker import build_worker
 from workflows.inputs import FEATURES, CaseInput, case_workflow_id
@@ -311,6 +315,26 @@ async def episode_reopened(env: WorkflowEnvironment, queue: str) -> WorkflowHand
     return run
 
 
+async def daily_sync(env: WorkflowEnvironment, queue: str) -> WorkflowHandle:
+    """The daily sync's workflow as its schedule starts it: its activity fails once (a worker that died
+    mid-file) and is tried again, which finishes the run."""
+    attempts = 0
+
+    @activity.defn(name="run_daily_sync")
+    async def run_daily_sync(run: SyncRun) -> SyncReport:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            raise RuntimeError("the worker died")
+        return SyncReport(files=[])
+
+    async with Worker(env.client, task_queue=sync_queue(queue), activities=[run_daily_sync]):
+        handle = await env.client.start_workflow(DailySyncWorkflow.run, SyncRequest(heartbeat_seconds=10),
+                                                 id="daily-sync-REPLAY", task_queue=queue)
+        await handle.result()
+    return handle
+
+
 SCENARIOS: dict[str, Callable[[WorkflowEnvironment, str], Awaitable[WorkflowHandle]]] = {
     "untouched_default_ladder": untouched_default_ladder,
     "operator_commands": operator_commands,
@@ -327,6 +351,7 @@ SCENARIOS: dict[str, Callable[[WorkflowEnvironment, str], Awaitable[WorkflowHand
     "breathing_space_held": breathing_space_held,
     "case_follows_loan": case_follows_loan,
     "episode_reopened": episode_reopened,
+    "daily_sync": daily_sync,
 }
 
 
@@ -349,9 +374,11 @@ async def record(name: str, out_dir: Path) -> list[Path]:
             queue = f"record-{name}"
             async with build_worker(env.client, Settings(data_dir=Path(data), letter_processes=0), task_queue=queue):
                 handle = await SCENARIOS[name](env, queue)
-                state = await env.client.get_workflow_handle(handle.id).query("status")
-                workflow_ids = [handle.id] + [e["detail"]["visit_id"] for e in state["events"]
-                                              if e["kind"] == "field_visit_started"]
+                workflow_ids = [handle.id]
+                if handle.id.startswith("loan-"):  # a case: its visits' children too
+                    state = await env.client.get_workflow_handle(handle.id).query("status")
+                    workflow_ids += [e["detail"]["visit_id"] for e in state["events"]
+                                     if e["kind"] == "field_visit_started"]
                 runs = [(handle.id, handle.result_run_id)]
                 latest = await _latest_run_id(env.client, handle.id)
                 if latest != handle.result_run_id:
