@@ -13,6 +13,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from domain.episodes import episode_of, next_episode
+from tests.histories.record import until_closed
 from tests.conftest import PROFILES, eventually, events, make_loan, start_case, status, strategy, zone_where_it_is
 from workflows.inputs import CaseInput, case_workflow_id, reopened_case
 from workflows.loan_collection import LoanCollectionWorkflow
@@ -22,20 +23,6 @@ US = PROFILES["US"]
 
 async def _start(env, worker, loan, episode: str, **fields):
     return await start_case(env.client, worker, loan, episode=episode, **fields)
-
-
-async def _closed(env, workflow_id: str) -> None:
-    from temporalio.api.common.v1 import WorkflowExecution
-    from temporalio.api.enums.v1 import WorkflowExecutionStatus
-    from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
-
-    for _ in range(200):
-        raw = await env.client.workflow_service.describe_workflow_execution(DescribeWorkflowExecutionRequest(
-            namespace=env.client.namespace, execution=WorkflowExecution(workflow_id=workflow_id)))
-        if raw.workflow_execution_info.status != WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{workflow_id} never closed")
 
 
 async def _today(env):
@@ -99,7 +86,7 @@ async def test_a_reversal_reopens_a_cured_case_as_a_new_episode(env, worker):
     handle = await _start(env, worker, loan, episode)
     closed = await handle.execute_update("payment_received", {"amount": "450.00", "reference": "DD-9"})
     assert closed["outcome"] == "cured"
-    await _closed(env, handle.id)  # (awaiting its result would let the server skip years ahead)
+    await until_closed(env.client, handle.id)
     # The client reads the closed run's input from its history (infra/episodes.py); here the test has it.
     previous = CaseInput(loan=loan, strategy=strategy(), compliance=PROFILES["demo"], episode=episode)
     new_episode = next_episode(episode, episode)

@@ -298,10 +298,7 @@ async def episode_reopened(env: WorkflowEnvironment, queue: str) -> WorkflowHand
     handle = await _start(env.client, queue, "REPLAY-REOPENED", features=list(FEATURES), episode="2026-01-10",
                           loan={"days_past_due": 8})
     closed = await handle.execute_update("payment_received", {"amount": "450.00", "reference": "DD-1"})
-    while (await env.client.workflow_service.describe_workflow_execution(DescribeWorkflowExecutionRequest(
-            namespace=env.client.namespace, execution=WorkflowExecution(workflow_id=handle.id)))
-           ).workflow_execution_info.status == 1:  # running (awaiting the result would skip years ahead)
-        await asyncio.sleep(0.05)
+    await until_closed(env.client, handle.id)  # (awaiting the result would let the server skip years ahead)
     previous = CaseInput(loan=make_loan(loan_id="REPLAY-REOPENED", days_past_due=8), strategy=strategy(),
                          features=list(FEATURES), episode="2026-01-10")
     reopened = reopened_case(previous, closed, "DD-1", "returned unpaid", "payments-1", "2026-01-10.2",
@@ -355,12 +352,26 @@ SCENARIOS: dict[str, Callable[[WorkflowEnvironment, str], Awaitable[WorkflowHand
 }
 
 
-async def _latest_run_id(client: Client, workflow_id: str) -> str:
+async def _described(client: Client, workflow_id: str):
     # Raw, because the Java test server returns unset datetime attributes in a form the
     # SDK's typed describe() cannot decode.
     raw = await client.workflow_service.describe_workflow_execution(DescribeWorkflowExecutionRequest(
         namespace=client.namespace, execution=WorkflowExecution(workflow_id=workflow_id)))
-    return raw.workflow_execution_info.execution.run_id
+    return raw.workflow_execution_info
+
+
+async def _latest_run_id(client: Client, workflow_id: str) -> str:
+    return (await _described(client, workflow_id)).execution.run_id
+
+
+async def until_closed(client: Client, workflow_id: str, attempts: int = 200) -> None:
+    """Wait for the workflow's latest run to close, without awaiting its result (on the time-skipping
+    server a result awaited with nothing else running lets the clock skip ahead)."""
+    for _ in range(attempts):
+        if (await _described(client, workflow_id)).status != 1:  # WORKFLOW_EXECUTION_STATUS_RUNNING
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{workflow_id} never closed")
 
 
 async def record(name: str, out_dir: Path) -> list[Path]:
