@@ -4,7 +4,8 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    ARREARS_DATA_DIR=/data
+    ARREARS_DATA_DIR=/data \
+    MPLCONFIGDIR=/tmp/matplotlib
 
 RUN groupadd --system --gid 10001 arrears \
     && useradd --system --uid 10001 --gid arrears --home-dir /app --shell /usr/sbin/nologin arrears \
@@ -21,6 +22,8 @@ COPY infra/ infra/
 COPY ledger/ ledger/
 COPY desk/ desk/
 COPY sync/ sync/
+COPY reports/ reports/
+COPY lab/ lab/
 COPY strategies/ strategies/
 COPY templates/ templates/
 COPY compliance/ compliance/

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench bench-desk sync-schedule sync-run sync-status clean
+.PHONY: run test bench bench-desk bench-lab report simulate sync-schedule sync-run sync-status clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,35 @@ sync-run: $(STAMP)
 
 sync-status: $(STAMP)
 	$(BIN)/python -m sync status
+
+## report: the collection KPIs from the ledger (docs/kpis.md) by BY for [FROM, TO) (default: the last 90
+## days, by strategy) as a table, and as a page with charts in .data/reports/kpis.html; agents' figures as CSV
+FROM ?= $(shell $(PYTHON) -c 'import datetime as d; print(d.date.today() - d.timedelta(days=90))')
+TO   ?= $(shell $(PYTHON) -c 'import datetime as d; print(d.date.today() + d.timedelta(days=1))')
+BY   ?= strategy
+report: $(STAMP)
+	mkdir -p .data/reports
+	$(BIN)/python -m reports kpis --from $(FROM) --to $(TO) --by $(BY)
+	$(BIN)/python -m reports kpis --from $(FROM) --to $(TO) --by $(BY) --format html --out .data/reports/kpis.html
+	$(BIN)/python -m reports agents --from $(FROM) --to $(TO) --format csv --out .data/reports/agents.csv
+	@echo "report: .data/reports/kpis.html, .data/reports/agents.csv"
+
+## simulate: the strategy lab: SIM_CASES synthetic loans under the champion and the challenger for 180
+## simulated days on the time-skipping server (the real workflow), side by side, marked SIMULATED
+SIM_CASES ?= 200
+SEED      ?= 1
+simulate: $(STAMP)
+	mkdir -p .data/lab
+	$(BIN)/python -m lab portfolio --cases $(SIM_CASES) --seed $(SEED) --out .data/lab/portfolio.csv
+	$(BIN)/python -m lab simulate --portfolio .data/lab/portfolio.csv --strategy default --strategy early_contact \
+		--days 180 --behaviour lab/behaviour.toml --seed $(SEED)
+	$(BIN)/python -m lab simulate --portfolio .data/lab/portfolio.csv --strategy default --strategy early_contact \
+		--days 180 --behaviour lab/behaviour.toml --seed $(SEED) --format html --out .data/lab/simulation.html
+	@echo "simulation: .data/lab/simulation.html"
+
+## bench-lab: simulated cases per second, the real workflow against a skeleton of the same shape
+bench-lab: $(STAMP)
+	$(BIN)/python bench/lab.py --cases 200 --days 180
 
 clean:
 	rm -rf $(VENV) .data

@@ -1,6 +1,11 @@
 """Intake: read a portfolio file, validate each row, start one case workflow per loan.
 
-    python starter.py --file examples/portfolio.csv [--strategy NAME]
+    python starter.py --file examples/portfolio.csv [--strategy NAME | --assignment FILE]
+
+Every loan starts on ``--strategy`` when it is given. Without it, an experiment runs when
+strategies/assignment.toml (or ``--assignment FILE``) exists: each loan's strategy is drawn as that
+file says (champion/challenger, domain/assignment.py); when there is no such file, every loan
+starts on ``default``.
 
 Idempotent: a loan whose case is running, or closed for the same delinquency (the
 date it fell past due, from the row's ``as_of`` and days past due), is not started
@@ -18,7 +23,8 @@ import csv
 import io
 import os
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Literal
@@ -28,16 +34,19 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from activities.templates import TemplateBook
+from domain.assignment import Arm, Plan, draw
 from domain.episodes import NO_EPISODE, base_date, episode_of
 from domain.errors import Rejected
 from domain.loan import REQUIRED_COLUMNS, Loan
+from domain.scorecard import Scorecard
 from domain.strategy import Strategy
 from infra.client import connect
 from infra.compliance import ComplianceError, check_tightening, profile_for, template_problems
 from infra.episodes import closed_delinquencies, last_run, start_episode
+from infra.scorecards import configured_scorecard
 from infra.search_attributes import ensure_search_attributes
 from infra.settings import Settings
-from infra.strategies import StrategyError, load_strategy
+from infra.strategies import StrategyError, load_plan, load_strategy
 from workflows.inputs import CaseInput, case_workflow_id, new_case
 
 # What intake did with a loan: ``started`` its first case; ``new episode``, a new run after its last
@@ -84,8 +93,75 @@ class IntakeError(RuntimeError):
     """Intake cannot run at all (the Temporal server is unreachable)."""
 
 
-def read_portfolio(path: Path) -> tuple[list[tuple[int, Loan]], list[tuple[int, str]]]:
-    """Valid loans with their line numbers, and rejected rows as (line, reason)."""
+ASSIGNMENT_FILE = "assignment.toml"  # under the strategies folder
+
+
+@dataclass(frozen=True)
+class StrategyChoice:
+    """The strategy each loan's case starts with: one for every loan (``fixed``), or the arm an
+    experiment draws for it, each arm's strategy loaded and checked once."""
+
+    fixed: Strategy | None = None
+    plan: Plan | None = None
+    arms: Mapping[str, Strategy] = field(default_factory=dict)
+    # The risk scorecard that graded the loans whose rows gave no grade; it rides with their cases,
+    # which re-grade themselves on their behaviour (domain/scorecard.py).
+    scorecard: Scorecard | None = None
+
+    def for_loan(self, loan: Loan) -> tuple[Strategy, Arm | None]:
+        if self.plan is None:
+            assert self.fixed is not None
+            return self.fixed, None
+        arm = draw(self.plan, loan)
+        return self.arms[arm.strategy], arm
+
+    @classmethod
+    def of(cls, strategy: "Strategy | StrategyChoice") -> "StrategyChoice":
+        return strategy if isinstance(strategy, StrategyChoice) else cls(fixed=strategy)
+
+
+def usable_strategy(name: str, settings: Settings, book: TemplateBook) -> Strategy:
+    """The strategy ``name`` (a name under strategies/ or a .toml path), refused when its compliance
+    tightening cannot apply or its templates may not be sent."""
+    strategy = load_strategy(name, settings.strategies_dir, book)
+    check_tightening(strategy)  # a tightening that cannot apply fails the whole file
+    problems = template_problems(strategy, book)
+    if problems:  # so do templates that may not be sent
+        raise ComplianceError(f"strategy {strategy.name}: templates refused: " + "; ".join(problems))
+    return strategy
+
+
+def choose_strategies(strategy_name: str | None, settings: Settings,
+                      assignment: Path | None = None) -> StrategyChoice:
+    """``strategy_name`` for every loan when given; else the experiment in ``assignment`` (default:
+    strategies/assignment.toml) when that file exists; else ``default`` for every loan. Raises
+    ``StrategyError``, ``ComplianceError`` or ``PlanError`` (a ``ValueError``) naming what is wrong."""
+    book = TemplateBook(settings.templates_dir)
+    if strategy_name and assignment is not None:
+        raise ValueError("--strategy and --assignment: choose one (a strategy for every loan, or an experiment)")
+    if strategy_name:
+        return StrategyChoice(fixed=usable_strategy(strategy_name, settings, book))
+    path = assignment if assignment is not None else settings.strategies_dir / ASSIGNMENT_FILE
+    if assignment is not None and not path.exists():
+        raise ValueError(f"--assignment: {path}: no such file")
+    plan = load_plan(path)
+    if plan is None:
+        return StrategyChoice(fixed=usable_strategy("default", settings, book))
+    if not plan.active:  # written down, not started: every loan on the champion, as before the file
+        return StrategyChoice(fixed=usable_strategy(plan.champion, settings, book))
+    arms: dict[str, Strategy] = {}
+    for name in plan.strategies():
+        try:
+            arms[name] = usable_strategy(name, settings, book)
+        except (StrategyError, ComplianceError) as err:
+            raise type(err)(f"{path}: experiment {plan.experiment}: strategy {name!r}: {err}") from None
+    return StrategyChoice(plan=plan, arms=arms)
+
+
+def read_portfolio(path: Path, scorecard: Scorecard | None = None
+                   ) -> tuple[list[tuple[int, Loan]], list[tuple[int, str]]]:
+    """Valid loans with their line numbers, and rejected rows as (line, reason). A row without a risk
+    grade is graded by ``scorecard`` when there is one (and rejected, naming the field, when not)."""
     if not path.exists():
         raise PortfolioError(f"{path}: no such file")
     loans: list[tuple[int, Loan]] = []
@@ -107,7 +183,7 @@ def read_portfolio(path: Path) -> tuple[list[tuple[int, Loan]], list[tuple[int, 
                 rejected.append((line, "row has more fields than the header"))
                 continue
             try:
-                loan = Loan.from_row(row)
+                loan = Loan.from_row(row, scorecard=scorecard)
             except Rejected as err:
                 rejected.append((line, str(err)))
                 continue
@@ -134,23 +210,28 @@ def today_utc() -> date:
     return datetime.now(UTC).date()
 
 
-def case_input(loan: Loan, strategy: Strategy, episode: str) -> CaseInput:
-    """A new case's input for ``loan`` as a run of ``episode``."""
-    return new_case(loan, strategy, profile_for(loan, strategy), episode=episode)
+def case_input(loan: Loan, strategy: Strategy, episode: str, assignment: Arm | None = None,
+               scorecard: Scorecard | None = None) -> CaseInput:
+    """A new case's input for ``loan`` as a run of ``episode`` (``assignment``: the arm that chose
+    ``strategy``, when an experiment did; ``scorecard``: the card that graded the loan, if one did)."""
+    return new_case(loan, strategy, profile_for(loan, strategy), episode=episode, assignment=assignment,
+                    scorecard=scorecard)
 
 
 async def start_case(client: Client, loan: Loan, strategy: Strategy, task_queue: str, *,
-                     with_attributes: bool = True, as_of: date | None = None) -> WorkflowHandle:
+                     with_attributes: bool = True, as_of: date | None = None,
+                     assignment: Arm | None = None) -> WorkflowHandle:
     """Start one loan's case, whatever ran before: its whole strategy and compliance profile in the
     input, its opening search attributes with the start (``with_attributes``: the namespace has
     them registered). Raises ``WorkflowAlreadyStartedError`` while the loan has a live case."""
     episode = episode_of(loan.as_of or as_of or today_utc(), loan.days_past_due)
-    return await start_episode(client, case_input(loan, strategy, episode), task_queue, episode=episode,
+    return await start_episode(client, case_input(loan, strategy, episode, assignment), task_queue, episode=episode,
                                with_attributes=with_attributes)
 
 
 async def admit(client: Client, loan: Loan, strategy: Strategy, task_queue: str, *, as_of: date,
-                with_attributes: bool = True) -> Admitted:
+                with_attributes: bool = True, assignment: Arm | None = None,
+                scorecard: Scorecard | None = None) -> Admitted:
     """Give ``loan`` a case for the delinquency its row names (``loan.as_of``, else ``as_of``, less its
     days past due), unless it has one: a live case is left running; a closed one is left closed when
     it was about this delinquency, and followed by a new run (a new episode) when not. A closed run
@@ -159,7 +240,7 @@ async def admit(client: Client, loan: Loan, strategy: Strategy, task_queue: str,
     once start it once: the loser finds it already running."""
     episode = episode_of(loan.as_of or as_of, loan.days_past_due)
     live = client.get_workflow_handle(case_workflow_id(loan.loan_id))
-    case = case_input(loan, strategy, episode)
+    case = case_input(loan, strategy, episode, assignment, scorecard)
     try:  # most rows of an intake are loans that never had a case: one call
         handle = await start_episode(client, case, task_queue, episode=episode, with_attributes=with_attributes,
                                      first=True)
@@ -179,8 +260,10 @@ async def admit(client: Client, loan: Loan, strategy: Strategy, task_queue: str,
     return Admitted("started" if run is None else "new episode", episode, handle)
 
 
-async def start_cases(client: Client, loans: list[tuple[int, Loan]], strategy: Strategy, task_queue: str,
-                      report: IntakeReport, concurrency: int = 32, as_of: date | None = None) -> None:
+async def start_cases(client: Client, loans: list[tuple[int, Loan]], strategy: Strategy | StrategyChoice,
+                      task_queue: str, report: IntakeReport, concurrency: int = 32, as_of: date | None = None) -> None:
+    """Admit each loan on its strategy (``strategy`` for all, or as the choice draws it)."""
+    choice = StrategyChoice.of(strategy)
     gate = asyncio.Semaphore(concurrency)
     with_attributes = await _attributes_registered(client)
     as_of = as_of or today_utc()
@@ -188,8 +271,10 @@ async def start_cases(client: Client, loans: list[tuple[int, Loan]], strategy: S
     async def start(line: int, loan: Loan) -> None:
         async with gate:
             try:
-                admitted = await admit(client, loan, strategy, task_queue, as_of=as_of,
-                                       with_attributes=with_attributes)
+                chosen, arm = choice.for_loan(loan)
+                admitted = await admit(client, loan, chosen, task_queue, as_of=as_of,
+                                       with_attributes=with_attributes, assignment=arm,
+                                       scorecard=choice.scorecard)
                 report.add(loan.loan_id, admitted.status)
             except RPCError as err:
                 # One row the server refused does not stop the others.
@@ -199,15 +284,14 @@ async def start_cases(client: Client, loans: list[tuple[int, Loan]], strategy: S
     report.rejected.sort()
 
 
-async def intake(path: Path, strategy_name: str, settings: Settings, client: Client | None = None,
-                 task_queue: str | None = None) -> IntakeReport:
-    book = TemplateBook(settings.templates_dir)
-    strategy = load_strategy(strategy_name, settings.strategies_dir, book)
-    check_tightening(strategy)  # a tightening that cannot apply fails the whole file
-    problems = template_problems(strategy, book)
-    if problems:  # so do templates that may not be sent
-        raise ComplianceError(f"strategy {strategy.name}: templates refused: " + "; ".join(problems))
-    loans, rejected = read_portfolio(path)
+async def intake(path: Path, strategy_name: str | None, settings: Settings, client: Client | None = None,
+                 task_queue: str | None = None, assignment: Path | None = None,
+                 scorecard: str | None = None) -> IntakeReport:
+    """Start the file's valid loans on ``strategy_name``, or as ``choose_strategies`` draws them; rows
+    without a grade graded by ``scorecard`` (a name under strategies/ or a path; else ARREARS_SCORECARD)."""
+    card = configured_scorecard(settings.strategies_dir, scorecard)
+    strategy = replace(choose_strategies(strategy_name, settings, assignment), scorecard=card)
+    loans, rejected = read_portfolio(path, card)
     report = IntakeReport(rejected=rejected)
     if client is None:
         try:
@@ -221,11 +305,20 @@ async def intake(path: Path, strategy_name: str, settings: Settings, client: Cli
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--file", required=True, type=Path, help="portfolio CSV file")
-    parser.add_argument("--strategy", default="default", help="strategy name under strategies/, or a .toml path")
+    parser.add_argument("--strategy", default=None,
+                        help="strategy name under strategies/, or a .toml path, for every loan (default: the "
+                             "experiment in strategies/assignment.toml when that file exists, else 'default')")
+    parser.add_argument("--assignment", default=None, type=Path,
+                        help="a champion/challenger file to draw each loan's strategy from "
+                             "(default: strategies/assignment.toml)")
+    parser.add_argument("--scorecard", default=None,
+                        help="a risk scorecard (name under strategies/ or a .toml path) grading rows without a "
+                             "risk_grade (default: ARREARS_SCORECARD; none: such rows are rejected)")
     parser.add_argument("--task-queue", default=None, help="task queue (default: ARREARS_TASK_QUEUE or collections)")
     args = parser.parse_args(argv)
     try:
-        report = asyncio.run(intake(args.file, args.strategy, Settings.from_env(), task_queue=args.task_queue))
+        report = asyncio.run(intake(args.file, args.strategy, Settings.from_env(), task_queue=args.task_queue,
+                                    assignment=args.assignment, scorecard=args.scorecard))
     except (PortfolioError, StrategyError, ComplianceError, IntakeError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)  # ValueError: a bad setting, named
         return 2

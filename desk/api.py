@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from desk.cases import CaseDesk, Done, Refused
 from desk.policy import Identity, identity_fields
+from desk.reports import Figures, performance_scope, refuse_kpis, team_totals, window
 from desk.store import LoginRefused
 from domain.commands import COMMANDS
 
@@ -236,6 +237,52 @@ def create_app(desk: CaseDesk) -> FastAPI:
         """Payment events from the core banking system, each applied once by its reference."""
         identity = await caller(request)
         return answer(await desk.payments(identity, await json_body(request)))
+
+    # -- reports: the KPIs and the agents' performance (desk/reports.py says who sees what) -------
+    figures = app.state.figures = Figures(settings.base.ledger_url)
+    window_params = {"from": "the window's first day (default: 90 days before `to`)",
+                     "to": "the first day after the window, not counted (default: tomorrow, UTC)"}
+
+    @app.get("/api/v1/reports/kpis", tags=["reports"], responses=ERRORS)
+    async def kpis(request: Request, start: str | None = Query(None, alias="from", description=window_params["from"]),
+                   end: str | None = Query(None, alias="to", description=window_params["to"]),
+                   by: str = Query("", max_length=200, description="dimensions, comma-separated (strategy, grade, ...)"),
+                   period: str = Query("month", pattern="^(day|week|month)$"),
+                   format: str = Query("json", pattern="^(json|csv)$")) -> Response:
+        """The collection KPIs of a window, by dimensions (docs/kpis.md defines each); JSON with the
+        champion/challenger comparison when by strategy, or long CSV. For the roles that oversee the
+        portfolio."""
+        from reports import render
+
+        identity = await caller(request)
+        refuse_kpis(identity, desk.policy.role(identity))
+        chosen = window({"from": start, "to": end, "by": by, "period": period})
+        report = await figures.report(chosen)
+        if format == "csv":
+            return Response(render.to_csv(report), media_type="text/csv; charset=utf-8")
+        return Response(render.to_json(report, await figures.comparison(chosen)), media_type="application/json")
+
+    @app.get("/api/v1/reports/agents", tags=["reports"], responses=ERRORS)
+    async def agents(request: Request, start: str | None = Query(None, alias="from", description=window_params["from"]),
+                     end: str | None = Query(None, alias="to", description=window_params["to"]),
+                     team: str | None = Query(None, max_length=64), format: str = Query("json", pattern="^(json|csv)$")
+                     ) -> Response:
+        """Each agent's worked items, contacts, right-party contacts, promises (kept, and their amount)
+        and amount collected in a window: everyone's for supervisors, compliance and administrators
+        (``team`` narrows it), an agent's own row for an agent."""
+        from reports import render
+
+        identity = await caller(request)
+        only = performance_scope(identity, desk.policy.role(identity))
+        chosen = window({"from": start, "to": end})
+        rows = await figures.performance(chosen.start, chosen.end, only, "" if only else team or "")
+        if format == "csv":
+            return Response(render.agents_csv(rows), media_type="text/csv; charset=utf-8")
+        body = {"from": chosen.start.isoformat(), "to": chosen.end.isoformat(),
+                "scope": "everyone" if only is None else "own", "agents": render.plain(rows)}
+        if only is None:
+            body["teams"] = render.plain(team_totals(rows))
+        return JSONResponse(body)
 
     # -- browser log-in (the workbench builds on these) -----------------------------------------
     @app.get("/login", include_in_schema=False)

@@ -16,16 +16,13 @@ from typing import Any
 from sqlalchemy import and_, case, func, literal_column, or_, select, union
 
 from desk.schema import desk_approvals
+from domain.dpd import DPD_BUCKETS
 from domain.loan import RISK_GRADES
 from domain.stages import Stage
 from ledger import Ledger
 from ledger.book import money
 from ledger.schema import case_book, work_items
 
-# Days past due, as the ladder's buckets (M1, M2, M3, ...): (name, from, to); None: no end.
-DPD_BUCKETS: tuple[tuple[str, int, int | None], ...] = (
-    ("1-30", 1, 30), ("31-60", 31, 60), ("61-90", 61, 90), ("91-120", 91, 120), ("121-180", 121, 180),
-    ("181+", 181, None))
 # What an open case waits on, in the order the page lists it: the borrower's own commitments, the
 # people whose queues hold its work, then the holds that stop it.
 WAITING_ON = ("borrower: promise", "borrower: plan", "agents", "field staff", "legal", "supervisors", "hardship",

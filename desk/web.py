@@ -10,6 +10,7 @@ through ``CaseDesk.case``, which writes the access log whenever it shows them in
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import json
@@ -35,9 +36,15 @@ from desk.cases import REOPENS, REPORTS, CaseDesk, Refused
 from desk.forms import CommandForm, command_forms, form_body
 from desk.i18n import COOKIE, LANGUAGES, Translate, language, translator
 from desk.policy import Identity, Role
+from desk.reports import (
+    Figures, Window, performance_scope, refuse_kpis, sees_everyones_performance, sees_own_performance, team_totals,
+    window,
+)
 from desk.store import REFUSED, Session
 from domain.commands import COMMANDS
 from domain.strategy import CALL_OUTCOMES, VISIT_OUTCOMES
+from reports.charts import REPORT_CHARTS
+from reports.kpis import PERIODS
 
 HERE = Path(__file__).parent
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
@@ -48,6 +55,9 @@ OUTCOMES = {"calls": CALL_OUTCOMES, "visits": VISIT_OUTCOMES}
 PAGE_SIZE = 25
 APPROVAL_STATES = ("pending", "applied", "rejected", "expired", "failed")
 LOAN_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")  # as intake admits them
+# The dimensions the portfolio's KPI charts may be grouped by (the first one makes the bars).
+KPI_DIMENSIONS = ("strategy", "arm", "segment", "grade", "product", "jurisdiction", "stage", "team", "currency",
+                  "period")
 
 
 class SecurityHeaders:
@@ -222,6 +232,8 @@ def add_workbench(app: FastAPI, desk: CaseDesk) -> None:
             links.append(("/approvals", page.t("nav.approvals")))
         if page.role.cases == "all":
             links.append(("/portfolio", page.t("nav.portfolio")))
+        if sees_everyones_performance(page.role) or sees_own_performance(page.role):
+            links.append(("/performance", page.t("nav.performance")))
         if page.role.reads_access_log:
             links.append(("/access-log", page.t("nav.access_log")))
         return links
@@ -419,15 +431,72 @@ def add_workbench(app: FastAPI, desk: CaseDesk) -> None:
         return see_other(f"/approvals?done={done}&id={quote(approval_id)}")
 
     # -- portfolio and access log -------------------------------------------------------------
+    figures: Figures = getattr(app.state, "figures", None) or Figures(settings.base.ledger_url)
+    app.state.figures = figures
+
     @app.get("/portfolio", include_in_schema=False)
     async def portfolio(page: ViewingPage) -> Response:
-        if page.role.cases != "all":
-            raise Refused(403, f"role {page.identity.role} does not oversee the portfolio")
+        """Where the cases stand now (the book), and the KPIs of a window (default: the last 90 days)
+        as charts, each an image of its own: the page answers without waiting for the ledger's events."""
+        refuse_kpis(page.identity, page.role)
+        chosen = window(page.request.query_params)
         try:
-            from desk.portfolio import portfolio as figures
+            from desk.portfolio import portfolio as standing
         except ImportError:
-            return render(page, "portfolio.html", figures=None)
-        return render(page, "portfolio.html", figures=_with_bars(await figures(desk.ledger)))
+            return render(page, "portfolio.html", figures=None, window=chosen, **_kpi_choices())
+        return render(page, "portfolio.html", figures=_with_bars(await standing(desk.ledger)), window=chosen,
+                      charts=[(name, page.t(f"chart.{name}")) for name in REPORT_CHARTS], **_kpi_choices())
+
+    @app.get("/portfolio/charts/{name}.svg", include_in_schema=False)
+    async def portfolio_chart(name: str, page: ViewingPage) -> Response:
+        refuse_kpis(page.identity, page.role)
+        if name not in REPORT_CHARTS:
+            raise Refused(404, f"no chart {name!r}")
+        chosen = window(page.request.query_params)
+        return _svg(await figures.chart(name, chosen))
+
+    @app.get("/portfolio/report.html", include_in_schema=False)
+    async def portfolio_report(page: ViewingPage) -> Response:
+        """The KPIs of the window as the self-contained HTML report, to download: it carries its own
+        styles, which this site's CSP would not run inline."""
+        refuse_kpis(page.identity, page.role)
+        chosen = window(page.request.query_params)
+        from reports.html import to_html
+        report = await figures.report(chosen)
+        agents = await figures.agents(chosen.start, chosen.end) if performance_scope(page.identity, page.role) is None \
+            else None
+        html = await asyncio.to_thread(to_html, report, comparison=await figures.comparison(chosen), agents=agents)
+        return _download(html, "text/html; charset=utf-8", f"kpis-{chosen.start}-{chosen.end}.html")
+
+    # -- agents' and teams' performance -------------------------------------------------------
+    @app.get("/performance", include_in_schema=False)
+    async def performance(page: ViewingPage, team: str = "") -> Response:
+        only = performance_scope(page.identity, page.role)
+        chosen = window(page.request.query_params)
+        rows = await _performance_rows(chosen, only, team)
+        teams = sorted({row.team for row in await figures.agents(chosen.start, chosen.end) if row.team}) \
+            if only is None else []
+        return render(page, "performance.html", window=chosen, rows=rows, only=only, team=team, teams=teams,
+                      totals=team_totals(rows) if only is None else [], query=_performance_query(chosen, team))
+
+    @app.get("/performance.csv", include_in_schema=False)
+    async def performance_csv(page: ViewingPage, team: str = "") -> Response:
+        from reports.render import agents_csv
+
+        only = performance_scope(page.identity, page.role)
+        chosen = window(page.request.query_params)
+        rows = await _performance_rows(chosen, only, team)
+        return _download(agents_csv(rows), "text/csv; charset=utf-8",
+                         f"performance-{chosen.start}-{chosen.end}{'-' + team if team else ''}.csv")
+
+    @app.get("/performance/chart.svg", include_in_schema=False)
+    async def performance_chart(page: ViewingPage, team: str = "") -> Response:
+        only = performance_scope(page.identity, page.role)
+        chosen = window(page.request.query_params)
+        return _svg(await figures.agents_chart(chosen.start, chosen.end, only, "" if only else team[:64]))
+
+    async def _performance_rows(chosen: Window, only: str | None, team: str) -> list[Any]:
+        return await figures.performance(chosen.start, chosen.end, only, "" if only else team[:64])
 
     @app.get("/access-log", include_in_schema=False)
     async def access_log(page: ViewingPage, loan_id: str = "", user: str = "") -> Response:
@@ -516,3 +585,22 @@ def _with_bars(figures: dict[str, Any]) -> dict[str, Any]:
         shaped[table] = rows
     return shaped
 
+
+def _kpi_choices() -> dict[str, Any]:
+    """What the portfolio's KPI form offers: the dimensions worth a chart's bars, and the periods."""
+    return {"dimensions": KPI_DIMENSIONS, "periods": PERIODS}
+
+
+def _performance_query(chosen: Window, team: str) -> str:
+    return f"from={chosen.start}&to={chosen.end}" + (f"&team={quote(team)}" if team else "")
+
+
+def _svg(text: str) -> Response:
+    # An image of aggregates, no borrower in it: a browser may keep it the minute the desk does.
+    return Response(text, media_type="image/svg+xml", headers={"Cache-Control": "private, max-age=60"})
+
+
+def _download(text: str, media_type: str, name: str) -> Response:
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)
+    return Response(text, media_type=media_type, headers={
+        "Content-Disposition": f'attachment; filename="{safe}"', "Cache-Control": "no-store"})

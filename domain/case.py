@@ -15,9 +15,11 @@ from pydantic import BaseModel
 
 from domain import arrangement_rules
 from domain.arrangements import Arrangement
+from domain.assignment import Arm
 from domain.compliance import CALL_RESULTS, SECOND_PASS, ContactAttempt, Profile, remember
 from domain.episodes import FOLLOWS_LOAN, Reopening, key_prefix
 from domain.loan import Loan
+from domain.scorecard import Features, Scorecard, is_right_party_contact
 from domain.stages import Channel, Outcome, Stage
 from domain.strategy import Strategy
 
@@ -198,6 +200,11 @@ class CaseState(BaseModel):
     loan_figures: str | None = None  # those figures, to tell a repeat from a correction of the same day
     fees: Decimal | None = None  # fees and charges the servicer reports on the loan
     payments: list[Payment] = []
+    # -- the risk grade re-scored on the case's behaviour (a case whose input carries a scorecard) --
+    risk_grade: str | None = None  # the grade now, once the case re-graded itself (None: the loan's stands)
+    score: int | None = None  # the card's score of the case now
+    right_party_contact: bool = False  # someone reached the borrower (domain/scorecard.py)
+    behaviour_read_to: int = 0  # how many of the case's events the grade has read for contacts
 
     # -- reading -------------------------------------------------------------
     @property
@@ -456,6 +463,40 @@ class CaseState(BaseModel):
         self.record(now, "case_closed", "info", reason=note, outcome=outcome.value,
                     amount_past_due=str(self.amount_past_due), outstanding=str(self.outstanding))
 
+    def behaviour(self, loan: Loan) -> Features:
+        """What the scorecard reads of the case now: the loan at entry (days and amount past due, as the
+        card was fitted) and what the case saw since (payments, broken promises, the borrower reached)."""
+        first = max(self.behaviour_read_to, self.events_dropped)
+        for event in self.events[first - self.events_dropped:]:
+            if is_right_party_contact(event.kind, event.status, event.detail):
+                self.right_party_contact = True
+        self.behaviour_read_to = self.total_events
+        payments = (sum(1 for p in self.payments if not p.reversed) if self.uses(FOLLOWS_LOAN)
+                    else len(self.payment_refs))
+        return Features.at_intake(loan).model_copy(update={
+            "payments": payments, "promises_broken": self.promises_broken,
+            "contact_reached": self.right_party_contact})
+
+    def regrade(self, card: Scorecard, loan: Loan, now: datetime) -> bool:
+        """Score the case again on its behaviour; when its grade moves, record ``risk_grade_changed``.
+        A closed case keeps its last grade (its outcome says more). True when the grade changed."""
+        if self.outcome is not None:
+            return False
+        features = self.behaviour(loan)
+        scoring = card.explain(features)
+        before = self.risk_grade or loan.risk_grade
+        self.score = scoring.score
+        if scoring.grade == before:
+            return False
+        self.risk_grade = scoring.grade
+        self.record(now, "risk_grade_changed", "info",
+                    reason=(f"re-scored on the case's behaviour: {features.payments} payments, "
+                            f"{features.promises_broken} promises broken, borrower "
+                            f"{'reached' if features.contact_reached else 'not reached'}"),
+                    **{"from": before, "to": scoring.grade, "score": scoring.score,
+                       "points": {p.attribute: p.points for p in scoring.points}})
+        return True
+
 
 def adopt_second_pass(case: CaseState, loan: Loan, now: datetime) -> None:
     """Run ``case`` under the second compliance pass from ``now`` on. A case that began before it
@@ -483,7 +524,7 @@ NOTICE_BLOCKED = ("the validation notice could not be delivered: no demand until
 
 
 def open_case(loan: Loan, strategy: Strategy, now: datetime, profile: Profile | None = None,
-              features: Collection[str] = (), episode: str = "") -> CaseState:
+              features: Collection[str] = (), episode: str = "", assignment: Arm | None = None) -> CaseState:
     stage, skip = strategy.entry(loan)
     case = CaseState(
         loan_id=loan.loan_id, currency=loan.currency, stage=stage, stage_entered_at=now,
@@ -504,7 +545,13 @@ def open_case(loan: Loan, strategy: Strategy, now: datetime, profile: Profile | 
                 days_past_due=loan.days_past_due, skip=[s.value for s in sorted(skip)],
                 currency=loan.currency, amount_past_due=str(loan.amount_past_due),
                 outstanding=str(loan.outstanding_amount), risk_grade=loan.risk_grade, product=loan.product,
-                jurisdiction=loan.jurisdiction, episode=episode or None)
+                jurisdiction=loan.jurisdiction, episode=episode or None,
+                # Which treatment and why, for the KPIs by segment and by champion/challenger arm.
+                segment=getattr(strategy.entry_segment(loan), "name", None),
+                experiment=assignment.experiment if assignment else None,
+                arm=assignment.role if assignment else None,
+                # Who graded the loan, the lender or the scorecard (with its score).
+                grade_source=loan.grade_source, score=loan.score)
     if profile is not None:
         case.apply_compliance(profile, loan.timezone, loan.vulnerable, now)
     return case

@@ -1,5 +1,12 @@
 """The one error the domain raises for bad input: it names the field and the reason."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 
 class Rejected(ValueError):
     """A command, a row or a file was refused; ``field`` says where, ``reason`` why."""
@@ -19,3 +26,10 @@ class BeyondLimit(Rejected):
         self.share = share
         self.limit = limit
         self.role = role
+
+
+def validation_problems(err: "ValidationError", prefix: str = "") -> str:
+    """A pydantic validation error as ``key.path: reason; ...``, each key under ``prefix``: how every file
+    the engine reads (strategies, scorecards, experiments, behaviour models) names what is wrong in it."""
+    return "; ".join(f"{prefix}{'.'.join(str(p) for p in e['loc']) or '(top level)'}: "
+                     f"{e['msg'].removeprefix('Value error, ')}" for e in err.errors())

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict
 
 from domain.errors import Rejected
 from domain.money import parse_amount, validate_currency
+
+if TYPE_CHECKING:
+    from domain.scorecard import Scorecard
 
 REQUIRED_COLUMNS = (
     "loan_id", "borrower_name", "phone", "email", "address", "timezone", "jurisdiction",
@@ -47,6 +50,10 @@ class Loan(BaseModel):
     # The day the servicer's figures are as of (optional `as_of` column, YYYY-MM-DD; absent: the day of
     # intake). With the days past due it names the delinquency episode (domain/episodes.py).
     as_of: date | None = None
+    # Who graded the loan: the lender (the row's ``risk_grade``) or, where the row left it blank, the
+    # scorecard intake was given (domain/scorecard.py), with the score it gave.
+    grade_source: Literal["lender", "scorecard"] = "lender"
+    score: int | None = None
 
     @property
     def is_current(self) -> bool:
@@ -54,12 +61,15 @@ class Loan(BaseModel):
         return self.days_past_due == 0 or self.amount_past_due == 0
 
     @classmethod
-    def from_row(cls, row: dict[str, Any], *, current_ok: bool = False) -> "Loan":
+    def from_row(cls, row: dict[str, Any], *, current_ok: bool = False,
+                 scorecard: "Scorecard | None" = None) -> "Loan":
         """Validate one intake row; raises :class:`Rejected` naming the first bad field. With
-        ``current_ok`` (the servicer's daily file) a loan with nothing past due is a valid row too."""
+        ``current_ok`` (the servicer's daily file) a loan with nothing past due is a valid row too.
+        With a ``scorecard``, a row whose ``risk_grade`` is blank is graded by it; without one, a
+        blank grade is missing."""
         clean = {key.strip(): (value or "").strip() for key, value in row.items() if key}
         for column in REQUIRED_COLUMNS:
-            if not clean.get(column):
+            if not clean.get(column) and not (column == "risk_grade" and scorecard is not None):
                 raise Rejected(column, "is missing")
         loan_id = clean["loan_id"]
         if len(loan_id) > 64 or not set(loan_id) <= _LOAN_ID_CHARS:
@@ -82,8 +92,8 @@ class Loan(BaseModel):
             raise Rejected("days_past_due", f"{clean['days_past_due']!r} is not a whole number") from None
         if dpd < 0 or (dpd < 1 and not current_ok):
             raise Rejected("days_past_due", "must be at least 1 for a delinquent loan")
-        grade = clean["risk_grade"].upper()
-        if grade not in RISK_GRADES:
+        grade = clean.get("risk_grade", "").upper()
+        if grade not in RISK_GRADES and not (grade == "" and scorecard is not None):
             raise Rejected("risk_grade", f"{clean['risk_grade']!r} is not one of {', '.join(RISK_GRADES)}")
         if "@" not in clean["email"]:
             raise Rejected("email", "is not an e-mail address")
@@ -100,13 +110,14 @@ class Loan(BaseModel):
                 raise Rejected("as_of", f"{clean['as_of']!r} is not a date (YYYY-MM-DD)") from None
         # Extra columns are allowed and dropped: whatever they hold (national ids, notes) never
         # reaches workflow history.
-        return cls(
+        loan = cls(
             loan_id=loan_id, borrower_name=clean["borrower_name"], phone=clean["phone"],
             email=clean["email"], address=clean["address"], timezone=clean["timezone"],
             jurisdiction=jurisdiction, currency=currency, outstanding_amount=outstanding,
             amount_past_due=past_due, days_past_due=dpd, product=clean["product"].lower(),
             risk_grade=grade, vulnerable=vulnerable, esign_consent=esign_consent, as_of=as_of,
         )
+        return scorecard.grade_loan(loan) if scorecard is not None else loan
 
 
 def _yes_or_no(clean: dict[str, str], column: str) -> bool:

@@ -50,6 +50,9 @@ def status(case: CaseState, strategy: Strategy, now: datetime) -> dict[str, Any]
         "arrangements_broken": case.arrangements_broken,
         "ceased_channels": [c.value for c in case.ceased],
         "assigned_agent": case.agent,
+        # The grade a scorecard gave the case on its behaviour (None: the loan's grade at intake stands).
+        "risk_grade": case.risk_grade,
+        "score": case.score,
         "open_call_tasks": [t.task_id for t in case.calls if t.outcome is None],
         "field_visit": visit,
         "outcome": case.outcome.value if case.outcome else None,

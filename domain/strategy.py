@@ -210,11 +210,17 @@ class Strategy(_Model):
     def templates(self) -> set[str]:
         return set(self.template_channels())
 
+    def entry_segment(self, loan: Loan) -> Segment | None:
+        """The segment whose ``enter`` picks the loan's entry stage (the first matching one that has
+        an ``enter``), or None when the ladder's first stage applies."""
+        return next((seg for seg in self.segments if seg.enter is not None and seg.matches(loan)), None)
+
     def entry(self, loan: Loan) -> tuple[Stage, frozenset[Stage]]:
         """The stage a new case starts in, and the stages its segment skips."""
         matching = [seg for seg in self.segments if seg.matches(loan)]
         skip = frozenset(stage for seg in matching for stage in seg.skip)
-        stage = next((seg.enter for seg in matching if seg.enter is not None), Stage.REMINDER)
+        chooser = self.entry_segment(loan)
+        stage = chooser.enter if chooser is not None and chooser.enter is not None else Stage.REMINDER
         while stage in skip and stage.following() is not None:
             stage = stage.following()
         return stage, skip

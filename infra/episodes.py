@@ -17,7 +17,11 @@ from typing import Any
 from pydantic import ValidationError
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import (
-    Client, WorkflowContinuedAsNewError, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle,
+    Client,
+    WorkflowContinuedAsNewError,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
     WorkflowUpdateFailedError,
 )
 from temporalio.common import TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
@@ -98,7 +102,8 @@ def summary(case: CaseInput, episode: str) -> str:
     """The run's one line in the Temporal UI (static summary): no personal data."""
     loan = case.loan
     reopened = " (reopened)" if case.reopened is not None else ""
-    return (f"{loan.product} · grade {loan.risk_grade} · {loan.jurisdiction} · strategy {case.strategy.name} · "
+    arm = f" ({case.assignment.role} in {case.assignment.experiment})" if case.assignment is not None else ""
+    return (f"{loan.product} · grade {loan.risk_grade} · {loan.jurisdiction} · strategy {case.strategy.name}{arm} · "
             f"episode {episode}{reopened}")
 
 
@@ -114,7 +119,8 @@ async def start_episode(client: Client, case: CaseInput, task_queue: str, *, epi
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE if first else WorkflowIDReusePolicy.ALLOW_DUPLICATE,
         id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
         memo={"episode": episode},
-        search_attributes=(sa.opening(open_case(case.loan, case.strategy, now), case.loan, now) if with_attributes
+        search_attributes=(sa.opening(open_case(case.loan, case.strategy, now), case.loan, now,
+                                      strategy=case.strategy.name) if with_attributes
                            else TypedSearchAttributes.empty),
         static_summary=summary(case, episode),
     )

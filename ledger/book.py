@@ -84,6 +84,8 @@ def fold(row: dict[str, Any], event: dict[str, Any]) -> dict[str, Any]:
         row.update(arrangement_kind=_text(detail, "arrangement_kind", 16), arrangement_state="active")
     elif kind in _ARRANGEMENT_ENDS:
         row["arrangement_state"] = _ARRANGEMENT_ENDS[kind]
+    elif kind == "risk_grade_changed" and _text(detail, "to", 8):
+        row["risk_grade"] = _text(detail, "to", 8)  # the scorecard re-graded the case on its behaviour
     elif kind == "assign" and _text(detail, "agent", 64):
         row["assigned_agent"] = _text(detail, "agent", 64)
     elif kind == "case_closed":

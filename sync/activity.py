@@ -12,7 +12,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -23,13 +23,13 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.templates import TemplateBook
+from domain.assignment import PlanError
 from domain.loan import Loan
 from domain.strategy import Strategy
-from infra.compliance import ComplianceError, check_tightening, template_problems
+from infra.compliance import ComplianceError
 from infra.search_attributes import ensure_search_attributes
 from infra.settings import Settings
-from infra.strategies import StrategyError, load_strategy
+from infra.strategies import StrategyError
 from ledger import Ledger
 from sync.apply import Applier, Progress, Refused
 from sync.files import SyncFiles
@@ -37,6 +37,9 @@ from sync.models import FileReport, SyncReport, SyncRun
 from sync.settings import SyncSettings
 from sync.source import DailyFile, Unreadable, folder_files, read_file, rows_as_csv, sha256_of
 from workflows.inputs import case_workflow_id
+
+if TYPE_CHECKING:
+    from starter import StrategyChoice
 
 log = structlog.get_logger("arrears.sync")
 
@@ -47,19 +50,24 @@ BEAT_EVERY = 1.0
 
 class TemporalDoor:
     """The cases on ``task_queue``, through the one client: intake's ``admit`` and the case's
-    ``loan_update`` update."""
+    ``loan_update`` update. ``strategy``: one for every new case, or intake's ``StrategyChoice``
+    (an experiment's draw)."""
 
-    def __init__(self, client: Client, strategy: Strategy, task_queue: str, *, with_attributes: bool) -> None:
+    def __init__(self, client: Client, strategy: Strategy | StrategyChoice, task_queue: str, *,
+                 with_attributes: bool) -> None:
+        from starter import StrategyChoice
+
         self.client = client
-        self.strategy = strategy
+        self.strategy = StrategyChoice.of(strategy)
         self.task_queue = task_queue
         self.with_attributes = with_attributes
 
     async def admit(self, loan: Loan, *, as_of: date) -> str:
         from starter import admit  # intake's rule for a loan without a live case, shared with the CLI
 
-        admitted = await admit(self.client, loan, self.strategy, self.task_queue, as_of=as_of,
-                               with_attributes=self.with_attributes)
+        strategy, arm = self.strategy.for_loan(loan)
+        admitted = await admit(self.client, loan, strategy, self.task_queue, as_of=as_of,
+                               with_attributes=self.with_attributes, assignment=arm)
         return admitted.status
 
     async def update(self, loan_id: str, payload: dict[str, Any], *, update_id: str) -> dict[str, Any]:
@@ -100,19 +108,16 @@ class SyncActivities:
         # The cases' task queue: where new cases start and whose live cases a complete file covers.
         self.task_queue = task_queue or settings.task_queue
 
-    def _strategy(self) -> Strategy:
-        book = TemplateBook(self.settings.templates_dir)
+    def _strategy(self) -> StrategyChoice:
+        """Intake's choice for new cases: ARREARS_SYNC_STRATEGY for all, else the experiment in
+        strategies/assignment.toml, else ``default`` (each strategy loaded and checked once a run)."""
+        from starter import choose_strategies
+
         try:
-            strategy = load_strategy(self.sync.strategy, self.settings.strategies_dir, book)
-            check_tightening(strategy)
-            problems = template_problems(strategy, book)
-        except (StrategyError, ComplianceError) as err:
-            raise ApplicationError(f"ARREARS_SYNC_STRATEGY: {err}", type="SyncMisconfigured",
-                                   non_retryable=True) from None
-        if problems:
-            raise ApplicationError(f"strategy {strategy.name}: templates refused: " + "; ".join(problems),
-                                   type="SyncMisconfigured", non_retryable=True)
-        return strategy
+            return choose_strategies(self.sync.strategy, self.settings)
+        except (StrategyError, ComplianceError, PlanError) as err:
+            setting = "ARREARS_SYNC_STRATEGY" if self.sync.strategy else "strategies/assignment.toml"
+            raise ApplicationError(f"{setting}: {err}", type="SyncMisconfigured", non_retryable=True) from None
 
     async def _sources(self, run_date: date) -> AsyncIterator[tuple[str, str, bytes]]:
         """(name, source, content) of each file to consider, in the order to apply them."""

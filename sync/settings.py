@@ -63,7 +63,9 @@ class SyncSettings:
     # Never cure more than this share of the running cases as absent from one file: a file that
     # leaves out more is more likely cut short than a day of mass cures (the run reports it instead).
     max_absent_share: float = 0.5
-    strategy: str = "default"
+    # The strategy new cases start on; None (ARREARS_SYNC_STRATEGY unset): the experiment in
+    # strategies/assignment.toml draws each loan's when that file exists, else ``default``.
+    strategy: str | None = None
     # Cases started or updated at once: backpressure on the server, not timeouts.
     concurrency: int = 32
     # A worker that dies mid-file is noticed after this long without a heartbeat; another resumes.
@@ -82,7 +84,7 @@ class SyncSettings:
             timezone=env.get("ARREARS_SYNC_TIMEZONE", "").strip() or cls.timezone,
             complete=_yes_or_no(env, "ARREARS_SYNC_COMPLETE", cls.complete),
             max_absent_share=float(_number(env, "ARREARS_SYNC_MAX_ABSENT_SHARE", cls.max_absent_share, 0, 1, float)),
-            strategy=env.get("ARREARS_SYNC_STRATEGY", "").strip() or cls.strategy,
+            strategy=env.get("ARREARS_SYNC_STRATEGY", "").strip() or None,
             concurrency=int(_number(env, "ARREARS_SYNC_CONCURRENCY", cls.concurrency, 1, 1000)),
             heartbeat_timeout=timedelta(seconds=_number(env, "ARREARS_SYNC_HEARTBEAT_TIMEOUT", 60, 2, 3600)),
         )

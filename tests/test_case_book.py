@@ -116,6 +116,17 @@ async def test_the_same_events_appended_again_change_nothing(ledger):
     assert await ledger.standing("L-1") == again
 
 
+async def test_the_book_follows_a_grade_the_scorecard_changed_on_the_cases_behaviour(ledger):
+    await ledger.record_events("L-1", "loan-L-1", TRAIL[:3], KEEP)
+    assert (await ledger.standing("L-1"))["risk_grade"] == "C"
+    await ledger.record_events("L-1", "loan-L-1", [
+        _event(3, "risk_grade_changed", "info", days=2, score=571, **{"from": "C", "to": "D"})], KEEP)
+    assert (await ledger.standing("L-1"))["risk_grade"] == "D"
+    await ledger.record_events("L-1", "loan-L-1", [
+        _event(4, "risk_grade_changed", "info", days=3, score=1, **{"from": "D", "to": ""})], KEEP)
+    assert (await ledger.standing("L-1"))["risk_grade"] == "D"  # a change naming no grade leaves it
+
+
 async def test_a_case_opened_before_its_events_named_the_loan_is_unknown_where_they_are_silent(ledger):
     legacy = {"seq": 0, "at": AT, "kind": "case_opened", "status": "info",
               "detail": {"stage": "reminder", "strategy": "default", "days_past_due": 5, "skip": []}}

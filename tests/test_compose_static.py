@@ -31,6 +31,7 @@ EXPECTED_SEARCH_ATTRIBUTES = {
     "PromiseDueDate": "Datetime",
     "AssignedAgent": "Keyword",
     "ArrangementState": "Keyword",
+    "Strategy": "Keyword",
 }
 
 # ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?err}, ${VAR?err}, ${VAR:+alt}, ${VAR+alt}, $VAR

@@ -174,7 +174,7 @@ def test_starter_refuses_a_file_without_the_required_columns(run_env, tmp_path: 
 def test_starter_refuses_an_unknown_strategy(run_env, tmp_path: Path):
     path, _ = _portfolio(tmp_path / "p.csv", "S")
     result = _run([sys.executable, "starter.py", "--file", str(path), "--strategy", "aggressive"], run_env)
-    assert result.returncode == 2 and "no such strategy (available: default, demo)" in result.stderr
+    assert result.returncode == 2 and "no such strategy (available: default, demo, early_contact)" in result.stderr
 
 
 def test_starter_reports_an_unreachable_server_in_one_line(tmp_path: Path):

@@ -10,11 +10,13 @@ from pydantic import BaseModel
 from temporalio.common import RetryPolicy
 
 from activities.models import CaseEventsRequest, CaseFacts
+from domain.assignment import Arm
 from domain.case import CaseState
 from domain.compliance import SECOND_PASS, Profile
 from domain.episodes import FOLLOWS_LOAN, PriorPayment, Reopening, delinquent_since
 from domain.errors import Rejected
 from domain.loan import Loan
+from domain.scorecard import RISK_REGRADE, Scorecard
 from domain.strategy import Strategy, VisitPlan
 
 WORKFLOW_TYPE = "LoanCollectionWorkflow"
@@ -55,6 +57,8 @@ FEATURES = (
     FOLLOWS_LOAN,  # "case-follows-loan": episodes in keys and rows, loan_update and payment_reversed, value-dated
     #               payments, a residual tolerance, promises judged after holds, bounded payloads, the ledger
     #               written before an event is let go
+    RISK_REGRADE,  # "risk-regrade": a case whose input carries a scorecard re-scores on its behaviour and
+    #               records risk_grade_changed; the RiskGrade search attribute follows
 )
 # The features the domain itself reads (``CaseState.features``), besides the workflow.
 DOMAIN_FEATURES = (SECOND_PASS, FOLLOWS_LOAN)
@@ -77,11 +81,20 @@ class CaseInput(BaseModel):
     episode: str | None = None
     # A closed case run again because the payment that cured it was reversed.
     reopened: Reopening | None = None
+    # The champion/challenger arm that chose ``strategy`` (domain/assignment.py), pinned for the
+    # episode; None when intake was told the strategy, or on cases started before experiments.
+    assignment: Arm | None = None
+    # The scorecard that graded the loan at intake (the lender gave no grade): the case re-scores on
+    # its behaviour with it (RISK_REGRADE). None for a loan the lender graded: its grade stands.
+    scorecard: Scorecard | None = None
 
 
-def new_case(loan: Loan, strategy: Strategy, compliance: Profile | None, episode: str | None = None) -> CaseInput:
-    """The input of a case starting now: with every current feature, so it carries no patch markers."""
-    return CaseInput(loan=loan, strategy=strategy, compliance=compliance, features=list(FEATURES), episode=episode)
+def new_case(loan: Loan, strategy: Strategy, compliance: Profile | None, episode: str | None = None,
+             assignment: Arm | None = None, scorecard: Scorecard | None = None) -> CaseInput:
+    """The input of a case starting now: with every current feature, so it carries no patch markers.
+    ``scorecard`` rides along only with a loan it graded (``loan.grade_source``)."""
+    return CaseInput(loan=loan, strategy=strategy, compliance=compliance, features=list(FEATURES), episode=episode,
+                     assignment=assignment, scorecard=scorecard if loan.grade_source == "scorecard" else None)
 
 
 def reopened_case(previous: CaseInput, closed_status: dict[str, Any], reference: str, reason: str, by: str | None,
@@ -112,6 +125,8 @@ def reopened_case(previous: CaseInput, closed_status: dict[str, Any], reference:
         "days_past_due": max(1, (now.date() - first_day).days)})
     return CaseInput(loan=reopened_loan, strategy=previous.strategy, compliance=previous.compliance,
                      history_limit=previous.history_limit, features=list(FEATURES), episode=episode,
+                     assignment=previous.assignment,  # the same strategy, so the same arm
+                     scorecard=previous.scorecard,  # graded, and re-graded, as before
                      reopened=Reopening(from_episode=closed_status.get("episode") or "", from_run_id=run_id,
                                         reference=reference, amount=amount, reason=reason, by=by,
                                         payments=[PriorPayment.model_validate(p) for p in closed_status["payments"]

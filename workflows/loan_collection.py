@@ -22,6 +22,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.models import CaseEventsRequest, CaseFacts, ContactRequest, ProfileRequest, WorkItemRequest
     from domain.case import MAX_EVENTS, SECOND_PASS, CaseState, adopt_second_pass, open_case, reopen, tick
     from domain.episodes import FOLLOWS_LOAN
+    from domain.scorecard import RISK_REGRADE
     from domain.commands import handle, validate
     from domain.compliance import call_window, contact_deadline, send_stopped
     from domain.errors import BeyondLimit, Rejected
@@ -109,7 +110,8 @@ class LoanCollectionWorkflow:
         self._input = input
         self._case: CaseState = input.state or open_case(
             input.loan, input.strategy, workflow.now(),
-            features=[f for f in DOMAIN_FEATURES if f in (input.features or ())], episode=input.episode or "")
+            features=[f for f in DOMAIN_FEATURES if f in (input.features or ())], episode=input.episode or "",
+            assignment=input.assignment)
         if input.state is None and input.reopened is not None:
             reopen(self._case, input.reopened, workflow.now())
         self._version = 0
@@ -191,6 +193,10 @@ class LoanCollectionWorkflow:
                 await self._keep_record()
             now = workflow.now()
             tick(case, strategy, now)
+            if input.scorecard is not None and self._uses(RISK_REGRADE):
+                # After whatever fell due and whatever command woke the loop: a payment, a broken
+                # promise, the borrower reached. A new grade is an event; the RiskGrade attribute follows.
+                case.regrade(input.scorecard, input.loan, now)
             self._visits.reconcile()
             case.withdraw_call_tasks(now)
             self._publish()
@@ -213,7 +219,8 @@ class LoanCollectionWorkflow:
                     await workflow.wait_condition(workflow.all_handlers_finished)
                     workflow.continue_as_new(CaseInput(loan=input.loan, strategy=strategy, state=case,
                                                        history_limit=input.history_limit,
-                                                       compliance=case.compliance, features=list(FEATURES)))
+                                                       compliance=case.compliance, features=list(FEATURES),
+                                                       assignment=input.assignment, scorecard=input.scorecard))
                 await self._wait(step, version)
         self._visits.leave_stage()
         await workflow.wait_condition(workflow.all_handlers_finished)

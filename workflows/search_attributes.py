@@ -18,9 +18,12 @@ COLLECTION_PAUSED = SearchAttributeKey.for_bool("CollectionPaused")
 PROMISE_DUE_DATE = SearchAttributeKey.for_datetime("PromiseDueDate")
 ASSIGNED_AGENT = SearchAttributeKey.for_keyword("AssignedAgent")
 ARRANGEMENT_STATE = SearchAttributeKey.for_keyword("ArrangementState")
+# The strategy the case runs (a champion/challenger arm's, or the one intake was told). It never
+# changes within a case, so it is set with the start only and never upserted: not in case_values.
+STRATEGY = SearchAttributeKey.for_keyword("Strategy")
 
 ALL_KEYS = (COLLECTION_STAGE, DAYS_PAST_DUE, OUTSTANDING_AMOUNT, RISK_GRADE, COLLECTION_PAUSED,
-            PROMISE_DUE_DATE, ASSIGNED_AGENT, ARRANGEMENT_STATE)
+            PROMISE_DUE_DATE, ASSIGNED_AGENT, ARRANGEMENT_STATE, STRATEGY)
 
 
 def case_values(case: CaseState, loan: Loan, now: datetime) -> dict[SearchAttributeKey[Any], Any]:
@@ -32,7 +35,7 @@ def case_values(case: CaseState, loan: Loan, now: datetime) -> dict[SearchAttrib
         DAYS_PAST_DUE: case.days_past_due(now),
         # A Double is for searching and sorting only; the case's money stays Decimal.
         OUTSTANDING_AMOUNT: float(case.outstanding),
-        RISK_GRADE: loan.risk_grade,
+        RISK_GRADE: case.risk_grade or loan.risk_grade,  # the case's own once it re-graded itself
         COLLECTION_PAUSED: case.paused,
         PROMISE_DUE_DATE: due,
         ASSIGNED_AGENT: case.agent,
@@ -40,10 +43,11 @@ def case_values(case: CaseState, loan: Loan, now: datetime) -> dict[SearchAttrib
     }
 
 
-def opening(case: CaseState, loan: Loan, now: datetime) -> TypedSearchAttributes:
+def opening(case: CaseState, loan: Loan, now: datetime, strategy: str | None = None) -> TypedSearchAttributes:
     """The attributes a case starts with, set by intake with the start itself (free, where an upsert
-    in the case's first task is a billable action)."""
-    return TypedSearchAttributes([SearchAttributePair(key, value) for key, value in case_values(case, loan, now).items()
+    in the case's first task is a billable action), ``strategy`` (its name) among them."""
+    values = {**case_values(case, loan, now), STRATEGY: strategy}
+    return TypedSearchAttributes([SearchAttributePair(key, value) for key, value in values.items()
                                   if value is not None])
 
 

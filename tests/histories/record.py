@@ -332,6 +332,27 @@ async def daily_sync(env: WorkflowEnvironment, queue: str) -> WorkflowHandle:
     return handle
 
 
+async def risk_regraded(env: WorkflowEnvironment, queue: str) -> WorkflowHandle:
+    """A loan the lender sent without a grade, graded by the default scorecard at intake (600: C): a
+    broken promise grades it D, a payment C again, each a risk_grade_changed and a RiskGrade upsert."""
+    from infra.scorecards import load_scorecard
+
+    card = load_scorecard(HERE.parent.parent / "strategies" / "scorecard.toml")
+    loan = card.grade_loan(make_loan(loan_id="REPLAY-REGRADE").model_copy(update={"risk_grade": ""}))
+    handle = await env.client.start_workflow(
+        LoanCollectionWorkflow.run, CaseInput(loan=loan, strategy=strategy(), compliance=PROFILES["demo"],
+                                              features=list(FEATURES), episode="2026-01-10", scorecard=card),
+        id=case_workflow_id(loan.loan_id), task_queue=queue)
+    due = ((await env.get_current_time()) + timedelta(days=2)).date().isoformat()
+    await handle.execute_update("promise_to_pay", {"amount": "100.00", "due_date": due, "by": "agent-1"})
+    await env.sleep(timedelta(days=6))  # the promise breaks
+    await handle.execute_update("payment_received", {"amount": "100.00", "reference": "P-1", "by": "payments-1"})
+    await env.sleep(timedelta(days=2))
+    await handle.execute_update("close", {"outcome": "written_off", "note": "uneconomic", "by": "sup-1"})
+    await handle.result()
+    return handle
+
+
 SCENARIOS: dict[str, Callable[[WorkflowEnvironment, str], Awaitable[WorkflowHandle]]] = {
     "untouched_default_ladder": untouched_default_ladder,
     "operator_commands": operator_commands,
@@ -349,6 +370,7 @@ SCENARIOS: dict[str, Callable[[WorkflowEnvironment, str], Awaitable[WorkflowHand
     "case_follows_loan": case_follows_loan,
     "episode_reopened": episode_reopened,
     "daily_sync": daily_sync,
+    "risk_regraded": risk_regraded,
 }
 
 
