@@ -65,7 +65,7 @@ def shown(value: Any, unit: str = "count") -> str:
             if is_ratio(amount) and unit == "money_rate":
                 parts.append(f"{currency} {percent(amount.value)}")
             else:
-                parts.append(f"{shown(amount, 'money')} {currency}")
+                parts.append(f"{shown(amount, 'money_per' if unit == 'money_per' else 'money')} {currency}")
         return "; ".join(parts)
     if isinstance(value, bool):
         return "yes" if value else "no"
@@ -148,12 +148,19 @@ def to_table(report: Any, comparison: Sequence[Any] | None = None) -> str:
         if reasons:
             lines += ["", metric.label]
             lines += _grid(["reason", *columns(report)],
-                           [[reason, *(f"{c.get(reason, 0):,}" for c in counts)] for reason in reasons])
+                           [[_cut(reason), *(f"{c.get(reason, 0):,}" for c in counts)] for reason in reasons])
     if comparison is not None:
         lines += ["", "Champion / challenger", comparison_text(comparison)]
     if report.simulated:
         lines += ["", banner]
     return "\n".join(lines) + "\n"
+
+
+REASON_WIDTH = 80  # a reason longer than this is cut in the table (CSV and JSON keep it whole)
+
+
+def _cut(reason: str) -> str:
+    return reason if len(reason) <= REASON_WIDTH else reason[:REASON_WIDTH - 1] + "…"
 
 
 def _total(by_reason: Any) -> str:
