@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import date
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -25,8 +26,10 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from domain.assignment import PlanError
 from domain.loan import Loan
+from domain.scorecard import Scorecard
 from domain.strategy import Strategy
 from infra.compliance import ComplianceError
+from infra.scorecards import ScorecardError, configured_scorecard
 from infra.search_attributes import ensure_search_attributes
 from infra.settings import Settings
 from infra.strategies import StrategyError
@@ -67,7 +70,8 @@ class TemporalDoor:
 
         strategy, arm = self.strategy.for_loan(loan)
         admitted = await admit(self.client, loan, strategy, self.task_queue, as_of=as_of,
-                               with_attributes=self.with_attributes, assignment=arm)
+                               with_attributes=self.with_attributes, assignment=arm,
+                               scorecard=self.strategy.scorecard)
         return admitted.status
 
     async def update(self, loan_id: str, payload: dict[str, Any], *, update_id: str) -> dict[str, Any]:
@@ -114,7 +118,11 @@ class SyncActivities:
         from starter import choose_strategies
 
         try:
-            return choose_strategies(self.sync.strategy, self.settings)
+            card = configured_scorecard(self.settings.strategies_dir)
+        except ScorecardError as err:
+            raise ApplicationError(f"ARREARS_SCORECARD: {err}", type="SyncMisconfigured", non_retryable=True) from None
+        try:
+            return replace(choose_strategies(self.sync.strategy, self.settings), scorecard=card)
         except (StrategyError, ComplianceError, PlanError) as err:
             setting = "ARREARS_SYNC_STRATEGY" if self.sync.strategy else "strategies/assignment.toml"
             raise ApplicationError(f"{setting}: {err}", type="SyncMisconfigured", non_retryable=True) from None
@@ -148,21 +156,23 @@ class SyncActivities:
         async with _heartbeats(resumed) as beat:
             try:
                 async for name, source, data in self._sources(run_date):
-                    report.files.append(await self._file(applier, run, name, source, data, run_date, resumed, beat))
+                    report.files.append(await self._file(applier, run, name, source, data, run_date, resumed, beat,
+                                                         scorecard=strategy.scorecard))
             except FileNotFoundError as err:  # the drop folder is not there (an unmounted share?): retried
                 raise ApplicationError(str(err), type="SyncSourceMissing") from None
         log.info("sync done", files=[f.summary() for f in report.files], attempt=info.attempt)
         return report
 
     async def _file(self, applier: Applier, run: SyncRun, name: str, source: str, data: bytes, run_date: date,
-                    resumed: Progress | None, beat: Any) -> FileReport:
+                    resumed: Progress | None, beat: Any, *, scorecard: Scorecard | None = None) -> FileReport:
         sha = sha256_of(data)
         known = await self.files.get(sha)
         if known is not None and known["state"] == "done":
             return FileReport(name=name, sha256=sha, as_of=known["as_of"], status="already processed",
                               reason=f"applied {known['finished_at']:%Y-%m-%d %H:%M} UTC as {known['name']}")
         try:
-            daily: DailyFile = await asyncio.to_thread(read_file, data, name=name, source=source, run_date=run_date)
+            daily: DailyFile = await asyncio.to_thread(read_file, data, name=name, source=source, run_date=run_date,
+                                                       scorecard=scorecard)
         except Unreadable as err:
             await self.files.unreadable(sha256=sha, name=name, source=source, reason=str(err),
                                         workflow_id=run.workflow_id)

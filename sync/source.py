@@ -22,6 +22,7 @@ from typing import Any
 from domain.errors import Rejected
 from domain.loan import REQUIRED_COLUMNS, Loan
 from domain.money import parse_amount
+from domain.scorecard import Scorecard
 
 _DATE_IN_NAME = re.compile(r"(?<!\d)(\d{4})-?(\d{2})-?(\d{2})(?!\d)")
 
@@ -55,10 +56,12 @@ class DailyFile:
     # Every loan the file names, valid row or not: a loan whose row was rejected is still on the
     # servicer's book, and must not be taken for absent.
     present: set[str] = field(default_factory=set)
+    # The risk scorecard grading rows without a risk_grade (ARREARS_SCORECARD), as intake's --scorecard.
+    scorecard: Scorecard | None = None
 
     def loans(self, start: int = 0) -> Iterator[Row]:
         """The valid rows in file order, from the ``start``-th (a resumed run)."""
-        for row in _checked(self.text, self.as_of):
+        for row in _checked(self.text, self.as_of, self.scorecard):
             if isinstance(row, Row) and row.index >= start:
                 yield row
 
@@ -77,9 +80,10 @@ def date_in_name(name: str) -> date | None:
     return None
 
 
-def read_file(data: bytes, *, name: str, source: str, run_date: date) -> DailyFile:
+def read_file(data: bytes, *, name: str, source: str, run_date: date, scorecard: Scorecard | None = None) -> DailyFile:
     """Check the whole file (raises :class:`Unreadable`); its ``as_of`` is the latest of its rows'
-    ``as_of`` column, else the date in its name, else ``run_date``."""
+    ``as_of`` column, else the date in its name, else ``run_date``. A row without a risk grade is graded
+    by ``scorecard`` when there is one (and rejected, naming the field, when not)."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -94,10 +98,10 @@ def read_file(data: bytes, *, name: str, source: str, run_date: date) -> DailyFi
     missing = [c for c in REQUIRED_COLUMNS if c not in {h.strip() for h in header}]
     if missing:
         raise Unreadable(f"header lacks required columns: {', '.join(missing)}")
-    daily = DailyFile(name=name, source=source, sha256=sha256_of(data), text=text, as_of=run_date)
+    daily = DailyFile(name=name, source=source, sha256=sha256_of(data), text=text, as_of=run_date, scorecard=scorecard)
     latest: date | None = None
     try:
-        for row in _checked(text, None):
+        for row in _checked(text, None, scorecard):
             daily.rows += 1
             if isinstance(row, Row):
                 daily.valid += 1
@@ -115,7 +119,7 @@ def read_file(data: bytes, *, name: str, source: str, run_date: date) -> DailyFi
     return daily
 
 
-def _checked(text: str, as_of: date | None) -> Iterator[Row | tuple[int, str, str]]:
+def _checked(text: str, as_of: date | None, scorecard: Scorecard | None = None) -> Iterator[Row | tuple[int, str, str]]:
     """Each data row: a valid :class:`Row` (its ``as_of`` defaulted to ``as_of``) or (line, reason,
     loan_id). The same text always gives the same answers in the same order."""
     reader = csv.DictReader(io.StringIO(text, newline=""))
@@ -128,7 +132,7 @@ def _checked(text: str, as_of: date | None) -> Iterator[Row | tuple[int, str, st
             yield line, "row has more fields than the header", loan_id
             continue
         try:
-            loan = Loan.from_row(raw, current_ok=True)
+            loan = Loan.from_row(raw, current_ok=True, scorecard=scorecard)
             fees = _fees(raw, loan.currency)
         except Rejected as err:
             yield line, str(err), loan_id

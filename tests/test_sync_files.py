@@ -292,3 +292,25 @@ def test_sync_settings_name_what_is_wrong():
             SyncSettings.from_env(env)
     assert "secret" not in repr(SyncSettings.from_env({"ARREARS_SYNC_SQL_URL": "postgresql://u:secret@h/db",
                                                        "ARREARS_SYNC_SQL_QUERY": "SELECT 1"}))
+
+
+def test_a_row_without_a_grade_is_graded_by_the_scorecard_the_worker_names_and_rejected_without_one(monkeypatch):
+    from infra.scorecards import load_scorecard
+    from infra.settings import Settings
+    from sync.activity import SyncActivities
+
+    ungraded = row("L-2").removesuffix(",B") + ","
+    data = csv_bytes(row("L-1"), ungraded)
+    without = read_file(data, name="f.csv", source="folder", run_date=RUN_DATE)
+    assert (without.valid, without.rejections) == (1, [(3, "risk_grade: is missing")])
+    card = load_scorecard("scorecard", Settings().strategies_dir)
+    daily = read_file(data, name="f.csv", source="folder", run_date=RUN_DATE, scorecard=card)
+    assert daily.valid == 2 and daily.rejections == []
+    graded = {r.loan.loan_id: (r.loan.grade_source, r.loan.risk_grade) for r in daily.loans()}
+    assert graded["L-1"] == ("lender", "B") and graded["L-2"][0] == "scorecard" and graded["L-2"][1] in "ABCDE"
+    monkeypatch.setenv("ARREARS_SCORECARD", "scorecard")
+    chosen = SyncActivities(None, Settings(), SyncSettings(strategy="default"), None)._strategy()  # type: ignore[arg-type]
+    assert chosen.scorecard == card  # and TemporalDoor.admit hands it to intake's admit with each new loan
+    monkeypatch.setenv("ARREARS_SCORECARD", "no-such-card")
+    with pytest.raises(Exception, match="ARREARS_SCORECARD: .*no such scorecard"):
+        SyncActivities(None, Settings(), SyncSettings(strategy="default"), None)._strategy()  # type: ignore[arg-type]
