@@ -254,16 +254,6 @@ def to_json(report: Any, comparison: Sequence[Any] | None = None) -> str:
 COMPARISON_COLUMNS = ["metric", "within", "champion", "challenger", "difference", "95% interval", "p", "verdict"]
 
 
-def arms(report: Any) -> list[Any] | None:
-    """The champion/challenger comparison (``reports.compare``) of a report by strategy that has more
-    than one; None for any other report."""
-    if "strategy" not in report.by or len({row.key.get("strategy") for row in report.rows}) < 2:
-        return None
-    from reports.compare import compare  # only a report by strategy needs it
-
-    return compare(report)
-
-
 def comparison_text(comparison: Sequence[Any]) -> str:
     """The comparison in sentences, as ``reports.compare`` words them."""
     from reports.compare import describe

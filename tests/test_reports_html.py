@@ -129,21 +129,13 @@ def test_json_keeps_amounts_exact_and_rates_with_their_parts() -> None:
 
 def test_json_and_table_carry_the_champion_challenger_comparison() -> None:
     made = report()
-    comparison = render.arms(made)
-    assert comparison and comparison == compare(made)
+    comparison = compare(made)
+    assert comparison
     body = json.loads(render.to_json(made, comparison))
     cure = next(c for c in body["comparison"] if c["metric"] == "cure_rate")
     assert (cure["champion"], cure["challenger"], cure["n_champion"], cure["n_challenger"]) == (
         "early_contact", "default", 20, 17)  # the champion: the arm with the most cases, as compare decides
     assert "Champion / challenger" in render.to_table(made, comparison)
-
-
-def test_a_report_of_one_strategy_or_not_by_strategy_has_no_arms() -> None:
-    single = report(names=("default",))
-    assert render.arms(single) is None
-    whole = report()
-    whole.by = ()
-    assert render.arms(whole) is None
 
 
 def test_agents_csv_has_a_column_per_currency_for_a_payroll_sheet() -> None:
